@@ -1,0 +1,1 @@
+"""Checkpoint converters for audio models, verified against their original implementations."""

@@ -1,0 +1,1 @@
+"""Original Audio Spectrogram Transformer checkpoints (YuanGongND/ast) to transformers' AST."""

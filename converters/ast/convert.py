@@ -1,0 +1,64 @@
+"""The AST conversion core: original state dict in, transformers config and hub-layout tensors out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import ASTConfig, ASTForAudioClassification
+
+from converters.ast.config import Backbone, backbone_of, feature_extractor, hf_config
+from converters.ast.mapping import AST_MAPPING
+from converters.ast.variants import Variant
+from converters.errors import ConversionError
+from converters.hub_layout import serialized_state
+from converters.output import write_safetensors
+
+
+@dataclass(frozen=True)
+class Converted:
+    variant: Variant
+    backbone: Backbone
+    config: ASTConfig
+    tensors: dict[str, torch.Tensor]
+
+
+def target_spec(config: ASTConfig) -> dict[str, torch.Tensor]:
+    """The serialized key set and shapes transformers expects for ``config`` (meta tensors, no memory)."""
+    with torch.device("meta"):
+        model = ASTForAudioClassification(config)
+    return serialized_state(model)
+
+
+def source_spec(config: ASTConfig) -> dict[str, torch.Tensor]:
+    """What an original checkpoint must hold for ``config``: the target spec mapped back (meta tensors)."""
+    return AST_MAPPING.inverse().apply(target_spec(config), where="the target spec")
+
+
+def check_shapes(tensors: Mapping[str, torch.Tensor], spec: Mapping[str, torch.Tensor], variant: Variant) -> None:
+    """Every tensor has the shape ``spec`` gives it; the first that does not is named."""
+    for key, expected in spec.items():
+        if key in tensors and tuple(tensors[key].shape) != tuple(expected.shape):
+            raise ConversionError(
+                f"{key} has shape {tuple(tensors[key].shape)}, but {variant.name} (stride {variant.stride}, "
+                f"max_length {variant.max_length}, {variant.dataset.num_labels} labels) needs {tuple(expected.shape)}"
+            )
+
+
+def convert(state: Mapping[str, torch.Tensor], variant: Variant, where: str = "the checkpoint") -> Converted:
+    """Map an original AST state dict onto transformers' layout, refusing anything that does not fit."""
+    backbone = backbone_of(state)
+    config = hf_config(variant, backbone)
+    tensors = AST_MAPPING.apply(state, where=where)
+    check_shapes(state, source_spec(config), variant)
+    check_shapes(tensors, target_spec(config), variant)
+    return Converted(variant, backbone, config, tensors)
+
+
+def write(converted: Converted, directory: Path) -> None:
+    """Write config.json, model.safetensors and preprocessor_config.json into an existing directory."""
+    converted.config.save_pretrained(directory)
+    write_safetensors(converted.tensors, directory / "model.safetensors")
+    feature_extractor(converted.variant).save_pretrained(directory)

@@ -1,0 +1,63 @@
+"""What every conversion command does around its checks: refuse early, stage, verify, publish, report."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from converters.errors import ConversionError
+from converters.output import check_target, discard, make_staging, publish
+from converters.session import run_checks
+
+
+def push(directory: Path, repo_id: str) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(folder_path=str(directory), repo_id=repo_id)
+
+
+def run_conversion(
+    *,
+    prog: str,
+    checks: Path,
+    make_conversion: Callable[[Path], object],
+    validate: Callable[[], object],
+    target: Path,
+    overwrite: bool,
+    push_to_hub: str | None,
+) -> int:
+    """Run ``checks`` on a conversion staged beside ``target``; publish it only if all passed.
+
+    Returns the exit code: 0 if and only if ``target`` was written (and pushed, when asked).
+    """
+    target = target.absolute()
+    staging: Path | None = None
+    try:
+        validate()
+        check_target(target, overwrite)
+        staging = make_staging(target)
+        result = run_checks(checks, make_conversion(staging))
+        print("\n" + result.table())
+        if not result.passed:
+            raise ConversionError(result.cause)
+        publish(staging, target, overwrite)
+        staging = None
+        print(f"{prog}: wrote {target}")
+    except ConversionError as error:
+        print(f"{prog}: error: {error}; nothing was written", file=sys.stderr)
+        return 1
+    finally:
+        if staging is not None:
+            discard(staging)
+    if push_to_hub:
+        try:
+            push(target, push_to_hub)
+        except Exception as error:  # network, auth, hub-side refusals: all end the same way here
+            print(f"{prog}: error: {target} was written, but pushing it to {push_to_hub} failed: "
+                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"{prog}: pushed {target} to {push_to_hub}")
+    return 0

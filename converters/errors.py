@@ -1,0 +1,12 @@
+"""The one exception type a conversion raises for input it refuses."""
+
+
+class ConversionError(Exception):
+    """A refusal with a one-line cause that names the key, shape or file at fault.
+
+    Commands print ``str(error)`` as their last line and exit non-zero; no traceback is shown for it.
+    """
+
+    def __init__(self, message: str) -> None:
+        # One line: a cause that spans lines would be cut by CI log views and by our own report.
+        super().__init__(" ".join(message.split()))
