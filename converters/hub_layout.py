@@ -16,9 +16,31 @@ except ImportError:  # transformers 4.x: in-memory names are the serialized name
     revert_weight_conversion = None
 
 
-def serialized_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def serialized_state(model: nn.Module, keep_vars: bool = False) -> dict[str, torch.Tensor]:
     """The model's state dict under the names ``save_pretrained`` would write."""
-    state = model.state_dict()
+    state = model.state_dict(keep_vars=keep_vars)
     if revert_weight_conversion is None:
         return dict(state)
     return dict(revert_weight_conversion(model, dict(state)))
+
+
+@torch.no_grad()
+def load_serialized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy serialized-layout tensors into a model built in memory, whatever its in-memory names.
+
+    The renames between the two layouts keep tensor identity, so each serialized name is matched to
+    its parameter by identity. Every parameter must be given, and nothing else.
+    """
+    state = model.state_dict(keep_vars=True)
+    by_identity = {id(tensor): name for name, tensor in state.items()}
+    serialized = serialized_state(model, keep_vars=True)
+    unmatched = set(state)
+    for key, tensor in tensors.items():
+        if key not in serialized:
+            raise KeyError(f"{key} is not a serialized key of {type(model).__name__}")
+        name = by_identity[id(serialized[key])]
+        state[name].copy_(tensor)
+        unmatched.discard(name)
+    if unmatched:
+        raise KeyError(f"not given: {sorted(unmatched)[:3]}")
+    return model

@@ -20,8 +20,9 @@ from converters.errors import ConversionError
 
 
 def _first_line(error: BaseException) -> str:
+    """The first sentence of an error: torch follows the cause with paragraphs of advice."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(error).__name__
 
 
 def _unsafe_globals(path: Path, error: BaseException) -> list[str]:

@@ -18,7 +18,7 @@ from converters.ast.config import Backbone, backbone_of, feature_extractor, hf_c
 from converters.ast.convert import Converted, check_shapes, convert, source_spec, target_spec, write
 from converters.ast.labels import cached_hub_id2label
 from converters.ast.mapping import AST_MAPPING
-from converters.ast.original import OriginalAST
+from converters.ast.original import OriginalAST, load_original
 from converters.audio import probe_signal, read_audio
 from converters.hub_layout import serialized_state
 from converters.safe_load import as_state_dict, load_checkpoint
@@ -54,13 +54,8 @@ def reloaded(staged: Any) -> tuple[ASTForAudioClassification, dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def original(conversion: Any, source: dict[str, torch.Tensor], backbone: Backbone) -> OriginalAST:
-    variant = conversion.variant
-    model = OriginalAST(backbone, variant.frequency_stride, variant.time_stride, variant.max_length,
-                        variant.dataset.num_labels)  # fmt: skip
-    # The original's own key names (DataParallel's "module." stripped): no use of our mapping here.
-    model.load_state_dict({key.removeprefix("module."): value for key, value in source.items()}, strict=True)
-    return model.eval()
+def original(conversion: Any, source: dict[str, torch.Tensor]) -> OriginalAST:
+    return load_original(source, conversion.variant)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ import timm
 import torch
 from torch import nn
 
-from converters.ast.config import PATCH, Backbone
+from converters.ast.config import PATCH, Backbone, backbone_of
+from converters.ast.variants import Variant
 
 DEIT = "deit_base_distilled_patch16_384"
 
@@ -54,3 +55,15 @@ class OriginalAST(nn.Module):
         x = self.v.norm(x)
         x = (x[:, 0] + x[:, 1]) / 2
         return self.mlp_head(x)
+
+
+def load_original(state: dict[str, torch.Tensor], variant: Variant) -> OriginalAST:
+    """The original model for ``variant`` holding an original checkpoint's weights, in eval mode.
+
+    Loaded under the original's own parameter names (DataParallel's ``module.`` stripped), strictly:
+    nothing of the conversion's mapping is used.
+    """
+    model = OriginalAST(backbone_of(state), variant.frequency_stride, variant.time_stride, variant.max_length,
+                        variant.dataset.num_labels)  # fmt: skip
+    model.load_state_dict({key.removeprefix("module."): value for key, value in state.items()}, strict=True)
+    return model.eval()

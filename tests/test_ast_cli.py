@@ -1,0 +1,167 @@
+"""``convert-ast-checkpoint`` end to end: a good conversion, and every kind of bad input refused.
+
+Each refusal must exit non-zero with one line naming the cause, print no traceback, and write
+nothing: no output directory, no staging directory left beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from converters.ast.variants import BY_NAME, VARIANTS
+
+COMMAND = str(Path(sys.executable).with_name("convert-ast-checkpoint"))
+TENTEN = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
+OUTPUT_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"}
+
+
+def run(checkpoint: Path, output: Path, *extra: str, model_name: str = TENTEN.name,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return subprocess.run(
+        [COMMAND, "--model_name", model_name, "--checkpoint_path", str(checkpoint),
+         "--pytorch_dump_folder_path", str(output), *extra],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
+    )  # fmt: skip
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], output: Path, *words: str) -> str:
+    """Non-zero exit, a last line naming the cause, no traceback, nothing written beside ``output``."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("convert-ast-checkpoint: error: "), result.stderr[-2000:]
+    for word in words:
+        assert word in last, f"{word!r} not in {last!r}"
+    assert "Traceback" not in result.stderr + result.stdout
+    leftovers = [p.name for p in output.parent.iterdir() if p.name.startswith((".staging-", ".retired-"))]
+    assert not leftovers, leftovers
+    return last
+
+
+@pytest.fixture
+def checkpoint(ast_checkpoint: Callable[..., Path]) -> Path:
+    return ast_checkpoint(TENTEN)
+
+
+@pytest.fixture
+def state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True)
+
+
+def test_a_good_checkpoint_converts_with_a_passing_report(checkpoint: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    result = run(checkpoint, output)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES
+    for check in ("test_source_loads_safely", "test_every_source_key_is_consumed",
+                  "test_written_files_reload_exactly", "test_logits_match_the_original_implementation"):  # fmt: skip
+        assert f"{check} PASSED" in result.stdout
+    assert "test_logits_match_the_published_slice SKIPPED" in result.stdout
+    assert "no sample audio given" in result.stdout
+    assert f"wrote {output}" in result.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging-")]
+
+
+def test_the_published_slice_is_checked_when_a_sample_is_given(checkpoint: Path, tmp_path: Path) -> None:
+    """A synthetic checkpoint cannot reproduce the published logits: the check runs, fails, blocks output."""
+    from fixtures.inputs import SPEECH
+
+    output = tmp_path / "out"
+    result = run(checkpoint, output, "--sample_audio", str(SPEECH))
+    assert "test_logits_match_the_original_implementation PASSED" in result.stdout
+    assert_refused(result, output, "test_logits_match_the_published_slice", "published")
+    assert not output.exists()
+
+
+class CodeCarrier:
+    """Unpickling this runs ``touch MARKER``: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("force_unsafe", [False, True], ids=["default", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"])
+def test_a_pickle_carrying_code_is_refused_without_running_it(
+    state: dict[str, torch.Tensor], tmp_path: Path, force_unsafe: bool
+) -> None:
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "hostile.pth"
+    torch.save({**state, "module.v.extra": CodeCarrier(marker)}, hostile)
+    output = tmp_path / "out"
+    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe else None
+    assert_refused(run(hostile, output, env=env), output, str(hostile), "system")
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random-bytes", "empty"])
+def test_a_damaged_file_is_refused(checkpoint: Path, tmp_path: Path, damage: str) -> None:
+    data = checkpoint.read_bytes()
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes({"truncated": data[: len(data) // 2], "random-bytes": os.urandom(4096), "empty": b""}[damage])
+    output = tmp_path / "out"
+    assert_refused(run(broken, output), output, str(broken))
+    assert not output.exists()
+
+
+def test_a_missing_key_is_named(state: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    del state["module.v.blocks.1.norm2.bias"]
+    torch.save(state, tmp_path / "missing.pth")
+    output = tmp_path / "out"
+    assert_refused(run(tmp_path / "missing.pth", output), output, "missing key", "module.v.blocks.1.norm2.bias")
+
+
+def test_an_unexpected_key_is_named(state: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    state["module.v.blocks.0.attn.q_bias"] = torch.zeros(3)
+    torch.save(state, tmp_path / "unexpected.pth")
+    output = tmp_path / "out"
+    assert_refused(run(tmp_path / "unexpected.pth", output), output, "unexpected key", "module.v.blocks.0.attn.q_bias")
+
+
+@pytest.mark.parametrize(
+    ("source_name", "claimed_name", "key"),
+    [
+        ("ast-finetuned-audioset-12-12-0.447", TENTEN.name, "module.v.pos_embed"),
+        ("ast-finetuned-speech-commands-v2", TENTEN.name, "module.v.pos_embed"),
+        (TENTEN.name, "ast-finetuned-audioset-16-16-0.442", "module.v.pos_embed"),
+    ],
+)
+def test_a_checkpoint_of_another_variant_is_refused_naming_the_shape(
+    ast_checkpoint: Callable[..., Path], tmp_path: Path, source_name: str, claimed_name: str, key: str
+) -> None:
+    output = tmp_path / "out"
+    result = run(ast_checkpoint(BY_NAME[source_name]), output, model_name=claimed_name)
+    assert_refused(result, output, key, "has shape", claimed_name)
+
+
+def test_an_unknown_model_name_lists_the_supported_ones(checkpoint: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    last = assert_refused(run(checkpoint, output, model_name="ast-finetuned-audioset-9-9"), output, "unknown model")
+    assert all(v.name in last for v in VARIANTS)
+
+
+def test_a_non_empty_output_directory_is_refused_without_overwrite(checkpoint: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("user data")
+    assert_refused(run(checkpoint, output), output, str(output), "--overwrite")
+    assert [p.name for p in output.iterdir()] == ["keep.txt"]
+
+
+def test_overwrite_replaces_the_output_directory_as_a_whole(checkpoint: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "stale.bin").write_text("from an older conversion")
+    result = run(checkpoint, output, "--overwrite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

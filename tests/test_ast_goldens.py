@@ -1,0 +1,56 @@
+"""Golden logits of every variant's converted synthetic checkpoint on a fixed speech clip.
+
+A golden pins what transformers computes for a converted checkpoint, so that a release that changes
+AST's forward or its feature extractor turns CI red. Each run also checks the converted model against
+the original implementation first, so a golden is never written from an unverified model.
+Update after review with `tox -e regen` (fixtures/goldens/*.txt show the change in a diff).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import ASTForAudioClassification
+
+from converters.ast.convert import convert, write
+from converters.ast.original import load_original
+from converters.ast.variants import VARIANTS, Variant
+from converters.safe_load import as_state_dict, load_checkpoint
+from fixtures.golden_files import GOLDENS, ast_logits_name, expected_goldens, read_sidecar
+from fixtures.inputs import speech_features
+
+ATOL = 1e-4
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+@torch.no_grad()
+def test_golden_logits(variant: Variant, ast_checkpoint: Callable[..., Path], golden: Callable[..., None],
+                       tmp_path: Path) -> None:  # fmt: skip
+    state = as_state_dict(load_checkpoint(ast_checkpoint(variant)), "synthetic checkpoint")
+    write(convert(state, variant), tmp_path)
+    features = speech_features(variant)
+    logits = ASTForAudioClassification.from_pretrained(tmp_path).eval()(input_values=features).logits.numpy()
+    reference = load_original(state, variant)(features).numpy()
+    assert logits.shape == (1, variant.dataset.num_labels) and logits.dtype == np.float32
+    assert np.abs(logits - reference).max() <= ATOL, "converted model disagrees with the original"
+    golden(ast_logits_name(variant.name), logits, atol=ATOL)
+
+
+def test_every_golden_file_is_used() -> None:
+    on_disk = {path.stem for path in GOLDENS.iterdir() if path.suffix in (".npz", ".txt")}
+    stale = sorted(on_disk - expected_goldens())
+    missing = sorted(expected_goldens() - on_disk)
+    assert not stale, f"golden files no test reads (delete them): {stale}"
+    assert not missing, f"goldens missing (run `tox -e regen`): {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(expected_goldens()))
+def test_golden_sidecar_shows_the_stored_array(name: str) -> None:
+    stored = np.load(GOLDENS / f"{name}.npz")["logits"]
+    shown = read_sidecar(GOLDENS / f"{name}.txt")
+    assert shown.dtype == stored.dtype and shown.shape == stored.shape
+    assert np.array_equal(shown, stored), f"{name}.txt is out of date with {name}.npz: run `tox -e regen`"
