@@ -81,7 +81,9 @@ def golden(request: pytest.FixtureRequest, ndarrays_regression: object) -> Calla
             if regenerating:
                 write_sidecar(path, array, atol)
         stored = np.load(path)["logits"]
-        assert (stored.shape, stored.dtype) == (array.shape, array.dtype), f"{path.name} holds {stored.shape} {stored.dtype}"
+        assert (stored.shape, stored.dtype) == (array.shape, array.dtype), (
+            f"{path.name} holds {stored.shape} {stored.dtype}"
+        )
 
     return check
 

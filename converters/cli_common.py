@@ -56,8 +56,11 @@ def run_conversion(
         try:
             push(target, push_to_hub)
         except Exception as error:  # network, auth, hub-side refusals: all end the same way here
-            print(f"{prog}: error: {target} was written, but pushing it to {push_to_hub} failed: "
-                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)  # fmt: skip
+            print(
+                f"{prog}: error: {target} was written, but pushing it to {push_to_hub} failed: "
+                f"{str(error).splitlines()[0] if str(error) else type(error).__name__}",
+                file=sys.stderr,
+            )
             return 1
         print(f"{prog}: pushed {target} to {push_to_hub}")
     return 0

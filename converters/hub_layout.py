@@ -7,9 +7,12 @@ the one every release reads.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+revert_weight_conversion: Any
 try:  # transformers >= 5
     from transformers.core_model_loading import revert_weight_conversion
 except ImportError:  # transformers 4.x: in-memory names are the serialized names

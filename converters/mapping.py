@@ -169,7 +169,7 @@ class KeyMapping:
         return self._keys(num_layers, lambda rule: rule.targets)
 
     def _keys(self, num_layers: int, side: Callable[[Rule], tuple[str, ...]]) -> list[str]:
-        keys = []
+        keys: list[str] = []
         for rule in self.rules:
             templates = side(rule)
             layered = any(LAYER in t for t in rule.sources + rule.targets)

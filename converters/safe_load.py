@@ -67,7 +67,9 @@ def load_checkpoint(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
 def as_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
     """Check that a loaded object is a flat mapping of names to tensors; name the first thing that is not."""
     if not isinstance(obj, Mapping):
-        raise ConversionError(f"{where} holds a {type(obj).__name__}, expected a state dict (a mapping of names to tensors)")
+        raise ConversionError(
+            f"{where} holds a {type(obj).__name__}, expected a state dict (a mapping of names to tensors)"
+        )
     for key, value in obj.items():
         if not isinstance(key, str):
             raise ConversionError(f"{where} has a key of type {type(key).__name__} ({key!r}), expected names")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,8 @@ class SessionResult:
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths + [0], strict=True)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths + [len("tolerance")]))
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, [*widths, 0], strict=True)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in [*widths, len("tolerance")]))
         return "\n".join(lines)
 
 
@@ -110,7 +110,9 @@ class ConversionPlugin:
         config.stash[PLUGIN] = self
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         # A refusal is an expected outcome with a cause, not a crash: show the cause, not a traceback.
         if call.excinfo is not None and call.excinfo.errisinstance(ConversionError):
@@ -139,21 +141,29 @@ def run_checks(checks: Path, conversion: object, *, quiet: bool = False) -> Sess
     plugin = ConversionPlugin(conversion)
     args = [
         str(checks),
-        "-c", os.devnull,
-        "--rootdir", str(checks.parent),
-        "--confcutdir", str(checks.parent),
-        "-p", "no:cacheprovider",
-        "-p", "no:xdist",
-        "-p", "no:randomly",
+        "-c",
+        os.devnull,
+        "--rootdir",
+        str(checks.parent),
+        "--confcutdir",
+        str(checks.parent),
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+        "-p",
+        "no:randomly",
         "--import-mode=importlib",
         "-q" if quiet else "-v",
         "-rsfE",
         "--tb=short",
         "--no-header",
-        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
         # transformers' kaldi mel bank warns about an empty filter on every 128-bin extractor
-        "-W", "ignore:At least one mel filter has all zero values:UserWarning",
-    ]  # fmt: skip
+        "-W",
+        "ignore:At least one mel filter has all zero values:UserWarning",
+    ]
     saved = os.environ.pop("PYTEST_ADDOPTS", None)
     try:
         exit_code = pytest.main(args, plugins=[plugin, sys.modules[__name__]])

@@ -22,13 +22,25 @@ TENTEN = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
 OUTPUT_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"}
 
 
-def run(checkpoint: Path, output: Path, *extra: str, model_name: str = TENTEN.name,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run(
+    checkpoint: Path, output: Path, *extra: str, model_name: str = TENTEN.name, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [COMMAND, "--model_name", model_name, "--checkpoint_path", str(checkpoint),
-         "--pytorch_dump_folder_path", str(output), *extra],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
-    )  # fmt: skip
+        [
+            COMMAND,
+            "--model_name",
+            model_name,
+            "--checkpoint_path",
+            str(checkpoint),
+            "--pytorch_dump_folder_path",
+            str(output),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], output: Path, *words: str) -> str:
@@ -59,11 +71,15 @@ def test_a_good_checkpoint_converts_with_a_passing_report(checkpoint: Path, tmp_
     result = run(checkpoint, output)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
-    for check in ("test_source_loads_safely", "test_every_source_key_is_consumed",
-                  "test_written_files_reload_exactly", "test_logits_match_the_original_implementation"):  # fmt: skip
+    for check in (
+        "test_source_loads_safely",
+        "test_every_source_key_is_consumed",
+        "test_written_files_reload_exactly",
+        "test_logits_match_the_original_implementation",
+    ):
         assert f"{check} PASSED" in result.stdout
     assert "test_logits_match_the_published_slice SKIPPED" in result.stdout
-    assert "no sample audio given" in result.stdout
+    assert "no --sample_audio given" in result.stdout
     assert f"wrote {output}" in result.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging-")]
 

@@ -28,8 +28,9 @@ ATOL = 1e-4
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 @torch.no_grad()
-def test_golden_logits(variant: Variant, ast_checkpoint: Callable[..., Path], golden: Callable[..., None],
-                       tmp_path: Path) -> None:  # fmt: skip
+def test_golden_logits(
+    variant: Variant, ast_checkpoint: Callable[..., Path], golden: Callable[..., None], tmp_path: Path
+) -> None:
     state = as_state_dict(load_checkpoint(ast_checkpoint(variant)), "synthetic checkpoint")
     write(convert(state, variant), tmp_path)
     features = speech_features(variant)

@@ -26,9 +26,21 @@ def test_published_slice(variant: Variant, published_dir: Path | None, tmp_path:
         if not needed.is_file():
             pytest.skip(f"{needed} not found (download: {variant.url})")
     result = subprocess.run(
-        [sys.executable, "-m", "converters.ast.cli", "--model_name", variant.name, "--checkpoint_path",
-         str(checkpoint), "--sample_audio", str(sample), "--pytorch_dump_folder_path", str(tmp_path / "out")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "converters.ast.cli",
+            "--model_name",
+            variant.name,
+            "--checkpoint_path",
+            str(checkpoint),
+            "--sample_audio",
+            str(sample),
+            "--pytorch_dump_folder_path",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "test_logits_match_the_published_slice PASSED" in result.stdout

@@ -34,21 +34,33 @@ def test_split_then_merge_is_the_identity(rows: int, columns: int, parts: int, s
 
 
 def tiny_ast_config(hidden: int, heads: int, depth: int, labels: int = 3) -> ASTConfig:
-    return ASTConfig(hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
-                     intermediate_size=2 * hidden, layer_norm_eps=1e-6, frequency_stride=16, time_stride=16,
-                     max_length=32, num_labels=labels)  # fmt: skip
+    return ASTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        layer_norm_eps=1e-6,
+        frequency_stride=16,
+        time_stride=16,
+        max_length=32,
+        id2label={i: f"label {i}" for i in range(labels)},
+    )
 
 
 @settings(max_examples=25, deadline=None)
-@given(heads=st.integers(1, 6), head_dim=st.sampled_from([4, 8, 16, 32]), depth=st.integers(1, 2),
-       seed=st.integers(0, 2**31))  # fmt: skip
+@given(
+    heads=st.integers(1, 6),
+    head_dim=st.sampled_from([4, 8, 16, 32]),
+    depth=st.integers(1, 2),
+    seed=st.integers(0, 2**31),
+)
 @torch.no_grad()
 def test_fused_qkv_equals_the_three_projections(heads: int, head_dim: int, depth: int, seed: int) -> None:
     """timm's fused attention and transformers' split q/k/v compute the same thing, for any head layout."""
     hidden = heads * head_dim
     original = OriginalAST(Backbone(hidden, depth, 2 * hidden, head_dim=head_dim), 16, 16, 32, 3)
     randomize_(original, seed).eval()
-    original.mlp_head[0].eps = 1e-6  # transformers' single eps; the head's 1e-5 is measured elsewhere
+    original.head_norm.eps = 1e-6  # transformers' single eps; the head's 1e-5 is measured elsewhere
     converted = AST_MAPPING.apply(original_state_dict(original))
     hf = load_serialized(ASTForAudioClassification(tiny_ast_config(hidden, heads, depth)), converted).eval()
     x = random_tensor((2, 32, 128), seed)

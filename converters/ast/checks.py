@@ -49,7 +49,8 @@ def staged(conversion: Any, converted: Converted) -> Any:
 
 @pytest.fixture(scope="session")
 def reloaded(staged: Any) -> tuple[ASTForAudioClassification, dict[str, Any]]:
-    model, info = ASTForAudioClassification.from_pretrained(staged, output_loading_info=True)
+    loaded: Any = ASTForAudioClassification.from_pretrained(staged, output_loading_info=True)
+    model, info = loaded
     return model.eval(), info
 
 
@@ -136,7 +137,7 @@ def test_logits_match_the_published_slice(
     conversion: Any, reloaded: tuple[Any, dict[str, Any]], inputs: dict[str, torch.Tensor], measure: Any
 ) -> None:
     if conversion.sample_audio is None:
-        pytest.skip(f"no sample audio given (--sample_audio {conversion.variant.sample_audio})")
+        pytest.skip(f"no --sample_audio given (the slice was published for {conversion.variant.sample_audio})")
     model, _ = reloaded
     logits = model(input_values=inputs["sample audio"]).logits[0, :3]
     expected = torch.tensor(conversion.variant.expected_slice)

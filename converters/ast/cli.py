@@ -30,17 +30,33 @@ def parser() -> argparse.ArgumentParser:
         description="Convert an original Audio Spectrogram Transformer checkpoint (YuanGongND/ast) to "
         "transformers' ASTForAudioClassification, writing the output only if every check passes.",
     )
-    p.add_argument("--model_name", default="ast-finetuned-audioset-10-10-0.4593", metavar="NAME",
-                   help=f"the published variant the checkpoint is of: {', '.join(BY_NAME)}")
-    p.add_argument("--checkpoint_path", required=True, type=Path,
-                   help="the original .pth file (see README for each variant's download address)")
+    p.add_argument(
+        "--model_name",
+        default="ast-finetuned-audioset-10-10-0.4593",
+        metavar="NAME",
+        help=f"the published variant the checkpoint is of: {', '.join(BY_NAME)}",
+    )
+    p.add_argument(
+        "--checkpoint_path",
+        required=True,
+        type=Path,
+        help="the original .pth file (see README for each variant's download address)",
+    )
     p.add_argument("--pytorch_dump_folder_path", required=True, type=Path, help="output directory")
-    p.add_argument("--sample_audio", type=Path, default=None,
-                   help="the 16 kHz recording the published logits were measured on; checks them when given")
+    p.add_argument(
+        "--sample_audio",
+        type=Path,
+        default=None,
+        help="the 16 kHz recording the published logits were measured on; checks them when given",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory as a whole")
-    p.add_argument("--push_to_hub", metavar="REPO_ID", default=None,
-                   help="upload the output to this hub repository once it is written")
-    return p  # fmt: skip
+    p.add_argument(
+        "--push_to_hub",
+        metavar="REPO_ID",
+        default=None,
+        help="upload the output to this hub repository once it is written",
+    )
+    return p
 
 
 def resolve_sample(given: Path | None, chosen: Variant) -> Path | None:

@@ -10,6 +10,8 @@ Nothing here is shared with the transformers side of a conversion.
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 import torch
 from torch import nn
@@ -23,10 +25,12 @@ DEIT = "deit_base_distilled_patch16_384"
 class OriginalAST(nn.Module):
     """``ASTModel`` as the original builds it with ``imagenet_pretrain=False``, weights to be loaded."""
 
-    def __init__(self, backbone: Backbone, fstride: int, tstride: int, input_tdim: int, label_dim: int,
-                 input_fdim: int = 128) -> None:  # fmt: skip
+    def __init__(
+        self, backbone: Backbone, fstride: int, tstride: int, input_tdim: int, label_dim: int, input_fdim: int = 128
+    ) -> None:
         super().__init__()
-        self.v = timm.create_model(
+        # Any: timm types its models as a bare nn.Module
+        v: Any = timm.create_model(
             DEIT,
             pretrained=False,
             embed_dim=backbone.hidden_size,
@@ -35,11 +39,19 @@ class OriginalAST(nn.Module):
             mlp_ratio=backbone.intermediate_size / backbone.hidden_size,
         )
         dim = backbone.hidden_size
-        self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, label_dim))
-        self.v.patch_embed.proj = nn.Conv2d(1, dim, kernel_size=(PATCH, PATCH), stride=(fstride, tstride))
+        v.patch_embed.proj = nn.Conv2d(1, dim, kernel_size=(PATCH, PATCH), stride=(fstride, tstride))
         f_dim = (input_fdim - PATCH) // fstride + 1
         t_dim = (input_tdim - PATCH) // tstride + 1
-        self.v.pos_embed = nn.Parameter(torch.zeros(1, f_dim * t_dim + 2, dim))
+        v.pos_embed = nn.Parameter(torch.zeros(1, f_dim * t_dim + 2, dim))
+        self.v: Any = v
+        self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, label_dim))
+
+    @property
+    def head_norm(self) -> nn.LayerNorm:
+        """The LayerNorm of ``mlp_head`` (torch's default eps 1e-5, unlike the backbone's 1e-6)."""
+        norm = self.mlp_head[0]
+        assert isinstance(norm, nn.LayerNorm)
+        return norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, time frames, frequency bins) spectrogram to (batch, labels) logits."""
@@ -63,7 +75,12 @@ def load_original(state: dict[str, torch.Tensor], variant: Variant) -> OriginalA
     Loaded under the original's own parameter names (DataParallel's ``module.`` stripped), strictly:
     nothing of the conversion's mapping is used.
     """
-    model = OriginalAST(backbone_of(state), variant.frequency_stride, variant.time_stride, variant.max_length,
-                        variant.dataset.num_labels)  # fmt: skip
+    model = OriginalAST(
+        backbone_of(state),
+        variant.frequency_stride,
+        variant.time_stride,
+        variant.max_length,
+        variant.dataset.num_labels,
+    )
     model.load_state_dict({key.removeprefix("module."): value for key, value in state.items()}, strict=True)
     return model.eval()

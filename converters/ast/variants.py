@@ -81,6 +81,7 @@ _A = AUDIOSET
 _S = SPEECH_COMMANDS
 _DROPBOX = "https://www.dropbox.com/s/"
 
+# fmt: off
 VARIANTS: tuple[Variant, ...] = (
     Variant("ast-finetuned-audioset-10-10-0.4593", 10, _A, (-0.8760, -7.0042, -8.6602),
             _DROPBOX + "ca0b1v2nlxzyeb4/audioset_10_10_0.4593.pth?dl=1", AUDIOSET_SAMPLE),
@@ -98,7 +99,8 @@ VARIANTS: tuple[Variant, ...] = (
             _DROPBOX + "mdsa4t1xmcimia6/audioset_16_16_0.4422.pth?dl=1", AUDIOSET_SAMPLE),
     Variant("ast-finetuned-speech-commands-v2", 10, _S, (6.1589, -8.0566, -8.7984),
             _DROPBOX + "q0tbqpwv44pquwy/speechcommands_10_10_0.9812.pth?dl=1", SPEECH_COMMANDS_SAMPLE),
-)  # fmt: skip
+)
+# fmt: on
 
 BY_NAME = {variant.name: variant for variant in VARIANTS}
 
