@@ -99,3 +99,24 @@ def ast_checkpoint(artifacts: SharedArtifacts) -> Callable[..., Path]:
         return artifacts.get(name, lambda path: write_checkpoint(path, variant, backbone))  # type: ignore[arg-type]
 
     return get
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path) -> Callable[[str, str, bytes], Path]:
+    """``hub_cache(repo_id, filename, content)``: a local Hugging Face cache (dataset repos) holding a file.
+
+    Returns the cache directory, to pass as HF_HUB_CACHE; lets tests exercise the offline resolution.
+    """
+    cache = tmp_path / "hub-cache"
+    revision = "0" * 40
+
+    def add(repo_id: str, filename: str, content: bytes) -> Path:
+        repo = cache / f"datasets--{repo_id.replace('/', '--')}"
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        snapshot = repo / "snapshots" / revision
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (snapshot / filename).write_bytes(content)
+        return cache
+
+    return add

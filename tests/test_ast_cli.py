@@ -6,6 +6,7 @@ nothing: no output directory, no staging directory left beside it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from converters.ast.variants import BY_NAME, VARIANTS
+from converters.ast.cli import SAMPLE_REPO
+from converters.ast.labels import HUB_LABEL_REPO, id2label
+from converters.ast.variants import AUDIOSET_SAMPLE, BY_NAME, VARIANTS
+from fixtures.inputs import SPEECH
 
 COMMAND = str(Path(sys.executable).with_name("convert-ast-checkpoint"))
 TENTEN = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
@@ -86,8 +90,6 @@ def test_a_good_checkpoint_converts_with_a_passing_report(checkpoint: Path, tmp_
 
 def test_the_published_slice_is_checked_when_a_sample_is_given(checkpoint: Path, tmp_path: Path) -> None:
     """A synthetic checkpoint cannot reproduce the published logits: the check runs, fails, blocks output."""
-    from fixtures.inputs import SPEECH
-
     output = tmp_path / "out"
     result = run(checkpoint, output, "--sample_audio", str(SPEECH))
     assert "test_logits_match_the_original_implementation PASSED" in result.stdout
@@ -181,3 +183,30 @@ def test_overwrite_replaces_the_output_directory_as_a_whole(checkpoint: Path, tm
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("agree", [True, False], ids=["matching", "disagreeing"])
+def test_a_cached_hub_label_file_is_checked(
+    checkpoint: Path, tmp_path: Path, hub_cache: Callable[[str, str, bytes], Path], agree: bool
+) -> None:
+    labels = id2label(TENTEN.dataset)
+    if not agree:
+        labels[0], labels[1] = labels[1], labels[0]
+    cache = hub_cache(HUB_LABEL_REPO, TENTEN.dataset.hub_label_file, json.dumps(labels).encode())
+    output = tmp_path / "out"
+    result = run(checkpoint, output, env={"HF_HUB_CACHE": str(cache)})
+    if agree:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "test_labels_agree_with_the_hub_label_file PASSED" in result.stdout
+    else:
+        assert_refused(result, output, "test_labels_agree_with_the_hub_label_file", "disagree")
+
+
+def test_the_cached_hub_sample_audio_is_used_when_none_is_given(
+    checkpoint: Path, tmp_path: Path, hub_cache: Callable[[str, str, bytes], Path]
+) -> None:
+    """The synthetic checkpoint cannot match the published slice, so finding the sample means refusing."""
+    cache = hub_cache(SAMPLE_REPO, AUDIOSET_SAMPLE, SPEECH.read_bytes())
+    output = tmp_path / "out"
+    result = run(checkpoint, output, env={"HF_HUB_CACHE": str(cache)})
+    assert_refused(result, output, "test_logits_match_the_published_slice")
