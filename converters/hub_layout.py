@@ -28,22 +28,28 @@ def serialized_state(model: nn.Module, keep_vars: bool = False) -> dict[str, tor
 
 
 @torch.no_grad()
-def load_serialized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+def assign_serialized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> set[str]:
     """Copy serialized-layout tensors into a model built in memory, whatever its in-memory names.
 
     The renames between the two layouts keep tensor identity, so each serialized name is matched to
-    its parameter by identity. Every parameter must be given, and nothing else.
+    its parameter by identity. Returns the in-memory names of the parameters that were not given.
     """
     state = model.state_dict(keep_vars=True)
     by_identity = {id(tensor): name for name, tensor in state.items()}
     serialized = serialized_state(model, keep_vars=True)
-    unmatched = set(state)
+    unassigned = set(state)
     for key, tensor in tensors.items():
         if key not in serialized:
             raise KeyError(f"{key} is not a serialized key of {type(model).__name__}")
         name = by_identity[id(serialized[key])]
         state[name].copy_(tensor)
-        unmatched.discard(name)
-    if unmatched:
-        raise KeyError(f"not given: {sorted(unmatched)[:3]}")
+        unassigned.discard(name)
+    return unassigned
+
+
+def load_serialized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """``assign_serialized`` for a complete state: every parameter must be given."""
+    unassigned = assign_serialized(model, tensors)
+    if unassigned:
+        raise KeyError(f"not given: {sorted(unassigned)[:3]}")
     return model

@@ -119,6 +119,12 @@ class ConversionPlugin:
             report.longrepr = str(call.excinfo.value)
         return report
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:  # the checks module itself could not be imported (a missing dependency, say)
+            self.outcomes[f"collecting {report.nodeid}"] = Outcome(
+                f"collecting {report.nodeid}", "error", _one_line(report.longrepr)
+            )
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         name = report.nodeid.split("::")[-1]
         if report.when != "call" and report.passed:
@@ -165,6 +171,9 @@ def run_checks(checks: Path, conversion: object, *, quiet: bool = False) -> Sess
         "ignore:At least one mel filter has all zero values:UserWarning",
     ]
     saved = os.environ.pop("PYTEST_ADDOPTS", None)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars would drown the report
     try:
         exit_code = pytest.main(args, plugins=[plugin, sys.modules[__name__]])
     finally:

@@ -1,0 +1,116 @@
+"""The checks of one S3PRL conversion, run as a pytest session by ``convert-s3prl-checkpoint``.
+
+The ``conversion`` fixture (``converters.s3prl.cli.S3PRLConversion``) comes from the session's plugin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from converters.audio import probe_signal
+from converters.hub_layout import serialized_state
+from converters.s3prl.checkpoint import S3PRLCheckpoint, read
+from converters.s3prl.convert import (
+    Target,
+    build_model,
+    check_representable,
+    convert_head,
+    feature_extractor,
+    read_config,
+    resolve_base,
+)
+from converters.s3prl.equivalence import ATOL, stage_differences
+
+
+@pytest.fixture(scope="session")
+def checkpoint(conversion: Any) -> S3PRLCheckpoint:
+    return read(conversion.checkpoint)
+
+
+@pytest.fixture(scope="session")
+def target(conversion: Any) -> Target:
+    return read_config(conversion.config)
+
+
+@pytest.fixture(scope="session")
+def head(checkpoint: S3PRLCheckpoint, target: Target) -> dict[str, torch.Tensor]:
+    return convert_head(checkpoint, target)
+
+
+@pytest.fixture(scope="session")
+def base(conversion: Any) -> Path:
+    return resolve_base(conversion.base_model)
+
+
+@pytest.fixture(scope="session")
+def built(base: Path, target: Target, head: dict[str, torch.Tensor]) -> Any:
+    return build_model(base, target, head)
+
+
+@pytest.fixture(scope="session")
+def staged(conversion: Any, base: Path, built: Any) -> Path:
+    built.save_pretrained(conversion.staging)
+    feature_extractor(base).save_pretrained(conversion.staging)
+    return Path(conversion.staging)
+
+
+@pytest.fixture(scope="session")
+def reloaded(staged: Path, target: Target) -> tuple[Any, dict[str, Any]]:
+    loaded: Any = target.model_class.from_pretrained(staged, output_loading_info=True)
+    model, info = loaded
+    return model.eval(), info
+
+
+def test_source_loads_safely(checkpoint: S3PRLCheckpoint) -> None:
+    """Loaded with weights_only=True, argparse.Namespace mapped to an inert stand-in, nothing else allowed."""
+    assert checkpoint.downstream, f"{checkpoint.path}: the Downstream entry holds no tensors"
+
+
+def test_the_config_names_a_supported_head(target: Target) -> None:
+    assert target.family.model_class(target.head) == target.config.architectures[0]
+
+
+def test_the_training_setup_is_representable(checkpoint: S3PRLCheckpoint, target: Target) -> None:
+    check_representable(checkpoint, target)
+
+
+def test_every_downstream_key_is_consumed(checkpoint: S3PRLCheckpoint, target: Target) -> None:
+    target.mapping.apply(checkpoint.flattened(), where=str(checkpoint.path))
+
+
+def test_head_shapes_fit_the_config(head: dict[str, torch.Tensor]) -> None:
+    assert head, "no head weights were converted"
+
+
+def test_the_base_model_fits_the_config(built: Any) -> None:
+    assert built is not None
+
+
+def test_written_files_reload_exactly(built: Any, head: dict[str, torch.Tensor], reloaded: tuple[Any, Any]) -> None:
+    model, info = reloaded
+    problems = {name: info[name] for name in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
+    assert not any(problems.values()), f"from_pretrained reported {problems}"
+    written, expected = serialized_state(model), serialized_state(built)
+    assert written.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert torch.equal(written[key], tensor), f"{key} changed on reload"
+    for key, tensor in head.items():
+        assert torch.equal(written[key], tensor), f"{key} is not the checkpoint's tensor"
+
+
+def test_head_matches_s3prl(
+    checkpoint: S3PRLCheckpoint, target: Target, reloaded: tuple[Any, Any], staged: Path, measure: Any
+) -> None:
+    """Fed the same hidden states, s3prl's own head and the converted one agree at every stage."""
+    model, _ = reloaded
+    waveforms = [probe_signal(1.2, seed=1), probe_signal(0.7, seed=2)]
+    differences = stage_differences(model, checkpoint, target, waveforms, feature_extractor(staged))
+    stage, worst = max(differences.items(), key=lambda item: item[1])
+    measure(worst, ATOL)
+    assert worst <= ATOL, f"{stage} differs from s3prl's by {worst:.3g} (tolerance {ATOL:g}); all: " + ", ".join(
+        f"{name} {value:.3g}" for name, value in differences.items()
+    )

@@ -1,0 +1,123 @@
+"""s3prl's own downstream heads (s3prl==0.4.18), assembled as its experts assemble them.
+
+The experts (``s3prl/downstream/<task>/expert.py``) cannot be built without their datasets, so each
+class here holds exactly the attributes its expert's ``__init__`` creates around s3prl's own modules
+(``UtteranceLevel``, the diarization ``Model``, the sv_voxceleb1 ``Model`` with ``XVector``/``TDNN``,
+``SP``, ``UtteranceExtractor`` and ``AMSoftmaxLoss``), so that its ``state_dict`` is the checkpoint's
+``Downstream`` entry, and a ``forward`` that follows the expert's up to the head's outputs.
+The upstream side is s3prl's own ``Featurizer``, given the transformers model's hidden states.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from s3prl.downstream.diarization.model import Model as DiarizationModel
+from s3prl.downstream.model import UtteranceLevel
+from s3prl.downstream.sv_voxceleb1.model import AMSoftmaxLoss
+from s3prl.downstream.sv_voxceleb1.model import Model as SpeakerVerificationModel
+from s3prl.upstream.interfaces import Featurizer
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+# sv_voxceleb1's XVector: five TDNNs whose (context, dilation) shorten a sequence by 4 + 4 + 6 frames.
+XVECTOR_KERNELS = (5, 3, 3, 1, 1)
+XVECTOR_DILATIONS = (1, 2, 3, 1, 1)
+XVECTOR_SHORTENING = 14
+
+
+class UtteranceExpert(nn.Module):
+    """speech_commands / voxceleb1 / emotion experts: ``projector`` then ``UtteranceLevel``."""
+
+    def __init__(self, upstream_dim: int, projector_dim: int, num_labels: int) -> None:
+        super().__init__()
+        self.projector = nn.Linear(upstream_dim, projector_dim)
+        self.model = UtteranceLevel(input_dim=projector_dim, output_dim=num_labels, pooling="MeanPooling")
+        self.objective = nn.CrossEntropyLoss()
+        self.register_buffer("best_score", torch.zeros(1))
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        lengths = torch.IntTensor([len(feature) for feature in features])
+        predicted, _ = self.model(self.projector(pad_sequence(list(features), batch_first=True)), lengths)
+        return predicted
+
+
+class DiarizationExpert(nn.Module):
+    """diarization expert: its ``Model`` over the upstream features (``rnn_layers`` as trained)."""
+
+    def __init__(self, upstream_dim: int, num_speakers: int, rnn_layers: int = 0, hidden_size: int = 512) -> None:
+        super().__init__()
+        self.model = DiarizationModel(upstream_dim, num_speakers, rnn_layers=rnn_layers, hidden_size=hidden_size)
+        self.register_buffer("best_score", torch.zeros(1))
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.model(pad_sequence(list(features), batch_first=True))
+
+
+class SpeakerVerificationExpert(nn.Module):
+    """sv_voxceleb1 expert with the XVector module, SP pooling, UtteranceExtractor, AMSoftmaxLoss."""
+
+    def __init__(self, upstream_dim: int, input_dim: int, agg_dim: int, num_speakers: int,
+                 batch_norm: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        self.connector = nn.Linear(upstream_dim, input_dim)
+        self.model = SpeakerVerificationModel(
+            input_dim=input_dim,
+            agg_dim=agg_dim,
+            agg_module_name="SP",
+            module_name="XVector",
+            utterance_module_name="UtteranceExtractor",
+            hparams={"agg_dim": agg_dim, "dropout_p": 0.0, "batch_norm": batch_norm},
+        )
+        self.objective = AMSoftmaxLoss(hidden_dim=input_dim, speaker_num=num_speakers)
+        self.register_buffer("best_score", torch.ones(1) * 100)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every stage, as the expert computes them (its attention mask included)."""
+        padded = pad_sequence(list(features), batch_first=True)
+        mask = pad_sequence([torch.ones(len(f) - XVECTOR_SHORTENING) for f in features], batch_first=True)
+        mask = (1.0 - mask) * -100000.0
+        frames = self.model.framelevel_feature_extractor(self.connector(padded), mask[:, None, None])
+        pooled = self.model.agg_method(frames, mask)
+        extractor = self.model.utterancelevel_feature_extractor
+        return {
+            "tdnn": frames,
+            "pooling": pooled,
+            "linear1": extractor.linear1(pooled),
+            "inference": extractor.inference(pooled),  # what the expert scores trials with
+            "training": extractor(pooled),
+        }
+
+
+class HiddenStatesUpstream(nn.Module):
+    """An s3prl upstream whose hidden states are a transformers model's: what the Featurizer sees."""
+
+    def __init__(self, model: Any, downsample_rate: int) -> None:
+        super().__init__()
+        self.inner = model
+        self.downsample_rate = downsample_rate
+
+    def get_downsample_rates(self, key: str) -> int:
+        return self.downsample_rate
+
+    def forward(self, wavs: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        padded = pad_sequence(wavs, batch_first=True)
+        outputs = self.inner(padded, output_hidden_states=True)
+        return {"hidden_states": list(outputs.hidden_states)}
+
+
+def featurizer(base_model: Any, normalize: bool = False) -> Featurizer:
+    """s3prl's Featurizer over a transformers base model's hidden states (its print-outs silenced)."""
+    strides = base_model.config.conv_stride
+    rate = int(torch.tensor(strides).prod().item())
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        return Featurizer(HiddenStatesUpstream(base_model, rate), upstream_device="cpu", normalize=normalize).eval()
+
+
+def weighted_sum(featurizer_module: Featurizer, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+    """s3prl's weighted sum of hidden states (softmax over ``weights``)."""
+    return featurizer_module._weighted_sum(list(hidden_states))
