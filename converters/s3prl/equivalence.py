@@ -26,7 +26,7 @@ ATOL = 1e-5
 
 def s3prl_expert(target: Target, checkpoint: S3PRLCheckpoint) -> nn.Module:
     """s3prl's head for the config's sizes, holding the checkpoint's Downstream weights (strictly)."""
-    config = target.config
+    config: Any = target.config  # the family's config class; its head fields are set
     expert: nn.Module
     if target.head is Head.SEQUENCE:
         expert = UtteranceExpert(config.hidden_size, config.classifier_proj_size, config.num_labels)
