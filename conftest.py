@@ -63,27 +63,26 @@ def published_dir(request: pytest.FixtureRequest) -> Path | None:
 
 @pytest.fixture
 def golden(request: pytest.FixtureRequest, ndarrays_regression: object) -> Callable[..., None]:
-    """``golden(name, array, atol=...)``: compare with fixtures/goldens/NAME.npz, updated by `tox -e regen`."""
+    """``golden(name, {key: array}, atol=...)``: compare with fixtures/goldens/NAME.npz (`tox -e regen`)."""
+    import numpy as np
+
     from fixtures.golden_files import GOLDENS, write_sidecar
 
     regenerating = request.config.getoption("force_regen") or request.config.getoption("regen_all")
 
-    def check(name: str, array: object, *, atol: float) -> None:
-        import numpy as np
-
-        assert isinstance(array, np.ndarray)
+    def check(name: str, arrays: dict[str, np.ndarray], *, atol: float) -> None:
         path = GOLDENS / f"{name}.npz"
         try:
             ndarrays_regression.check(  # type: ignore[attr-defined]
-                {"logits": array}, fullpath=path, default_tolerance={"atol": atol, "rtol": 0.0}
+                arrays, fullpath=path, default_tolerance={"atol": atol, "rtol": 0.0}
             )
         finally:
             if regenerating:
-                write_sidecar(path, array, atol)
-        stored = np.load(path)["logits"]
-        assert (stored.shape, stored.dtype) == (array.shape, array.dtype), (
-            f"{path.name} holds {stored.shape} {stored.dtype}"
-        )
+                write_sidecar(path, arrays, atol)
+        stored = np.load(path)
+        for key, array in arrays.items():
+            shown = (stored[key].shape, stored[key].dtype)
+            assert shown == (array.shape, array.dtype), f"{path.name}[{key}] holds {shown}"
 
     return check
 
@@ -97,6 +96,31 @@ def ast_checkpoint(artifacts: SharedArtifacts) -> Callable[..., Path]:
         backbone = {"tiny": TINY, "full": FULL}[size]
         name = f"ast-{variant.name}-{size}.pth"  # type: ignore[attr-defined]
         return artifacts.get(name, lambda path: write_checkpoint(path, variant, backbone))  # type: ignore[arg-type]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def s3prl_case(artifacts: SharedArtifacts) -> Callable[..., object]:
+    """``s3prl_case(family, head, size)``: base model dir, classifier config and runner checkpoint."""
+    from fixtures.s3prl_checkpoints import (
+        TINY,
+        S3PRLCase,
+        write_base_model,
+        write_classifier_config,
+        write_runner_checkpoint,
+    )
+
+    def get(family: object, head: object, size: object = TINY) -> S3PRLCase:
+        stem = f"s3prl-{family.name}-{size.name}"  # type: ignore[attr-defined]
+        base = artifacts.get(stem, lambda p: write_base_model(p, family, size))  # type: ignore[arg-type]
+        case = f"{stem}-{head.name}"  # type: ignore[attr-defined]
+        config = artifacts.get(f"{case}.json", lambda p: write_classifier_config(p, family, head, size))  # type: ignore[arg-type]
+        checkpoint = artifacts.get(
+            f"{case}.ckpt",
+            lambda p: write_runner_checkpoint(p, base, family, head, size),  # type: ignore[arg-type]
+        )
+        return S3PRLCase(family, head, size, base, config, checkpoint)  # type: ignore[arg-type]
 
     return get
 

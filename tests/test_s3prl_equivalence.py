@@ -1,0 +1,121 @@
+"""Converted heads compute what s3prl's own heads compute, for every family and head.
+
+Both sides are fed the same upstream hidden states (the converted model's own), s3prl's through its
+Featurizer; s3prl's heads hold the checkpoint's Downstream weights under their own names. The two
+differences by design are measured here, so that a change in either library shows up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from converters.audio import probe_signal
+from converters.s3prl.checkpoint import read
+from converters.s3prl.convert import Target, build_model, convert_head, feature_extractor, read_config
+from converters.s3prl.equivalence import ATOL, s3prl_expert, stage_differences
+from converters.s3prl.families import FAMILIES, Head
+from converters.s3prl.original import XVECTOR_DILATIONS, XVECTOR_KERNELS, featurizer, weighted_sum
+from fixtures.inputs import speech
+from fixtures.s3prl_checkpoints import ALL_CASES, SUPERB, TINY, S3PRLCase
+
+CASES = [pytest.param(family, head, id=family.model_class(head)) for family, head in ALL_CASES]
+SIZES = [pytest.param(TINY, id="tiny"), pytest.param(SUPERB, id="superb", marks=pytest.mark.slow)]
+WAV2VEC2 = FAMILIES[0]
+
+
+def converted(case: S3PRLCase, directory: Path) -> tuple[Any, Target, Any]:
+    """Convert as the command does, write, and read back with from_pretrained."""
+    checkpoint, target = read(case.checkpoint), read_config(case.config)
+    build_model(case.base, target, convert_head(checkpoint, target)).save_pretrained(directory)
+    return target.model_class.from_pretrained(directory).eval(), target, checkpoint
+
+
+def waveforms() -> list[Any]:
+    return [speech()[:24000], probe_signal(0.8, seed=3)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(("family", "head"), CASES)
+def test_converted_head_equals_s3prl(
+    family: Any, head: Head, size: Any, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:  # fmt: skip
+    case = s3prl_case(family, head, size)
+    model, target, checkpoint = converted(case, tmp_path)
+    differences = stage_differences(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    for stage, value in differences.items():
+        record_property(f"largest difference: {stage}", value)
+    assert max(differences.values()) <= ATOL, differences
+
+
+@pytest.fixture
+def xvector(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> tuple[Any, Any, Any, Any]:
+    """A converted Wav2Vec2ForXVector, its checkpoint, s3prl's head and the feature extractor."""
+    case = s3prl_case(WAV2VEC2, Head.XVECTOR)
+    model, target, checkpoint = converted(case, tmp_path)
+    return model, checkpoint, s3prl_expert(target, checkpoint), feature_extractor(case.base)
+
+
+def s3prl_features(model: Any, checkpoint: Any, inputs: Any, out: Any) -> list[torch.Tensor]:
+    base = getattr(model, model.base_model_prefix)
+    s3prl_featurizer = featurizer(base)
+    s3prl_featurizer.load_state_dict(checkpoint.featurizer)
+    summed = weighted_sum(s3prl_featurizer, out.hidden_states)
+    lengths = base._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
+    return [summed[i, :n] for i, n in enumerate(lengths)]
+
+
+@torch.no_grad()
+def test_s3prl_applies_relu_after_linear1_and_linear2(xvector: tuple[Any, Any, Any, Any]) -> None:
+    """transformers' ``embeddings`` is linear1's output; s3prl scores trials with ReLU(linear1) and trains
+    on ReLU(linear2(ReLU(linear1))). Converted embeddings equal s3prl's once the ReLU is applied."""
+    model, checkpoint, expert, extractor = xvector
+    inputs = extractor([waveforms()[0]], sampling_rate=16000, return_tensors="pt")
+    out = model(**inputs, output_hidden_states=True)
+    stages = expert(s3prl_features(model, checkpoint, inputs, out))
+    assert (out.embeddings < -ATOL).any(), "the synthetic embeddings should have negative entries to tell"
+    assert torch.allclose(torch.relu(out.embeddings), stages["inference"], atol=ATOL, rtol=0)
+    assert not torch.allclose(out.embeddings, stages["inference"], atol=ATOL, rtol=0)
+    relu_linear2 = torch.relu(model.classifier(torch.relu(out.embeddings)))
+    assert torch.allclose(relu_linear2, stages["training"], atol=ATOL, rtol=0)
+    assert not torch.allclose(out.logits, stages["training"], atol=ATOL, rtol=0)
+
+
+@torch.no_grad()
+def test_padded_batches_pool_different_frames(xvector: tuple[Any, Any, Any, Any]) -> None:
+    """In a padded batch neither side pools exactly the shorter utterance's valid TDNN frames.
+
+    s3prl's statistic pooling takes one padded frame too (n + 1). transformers' ``_get_tdnn_output_lengths``
+    ignores ``tdnn_dilation``, so it pools sum((kernel - 1) * (dilation - 1)) = 6 frames past the valid
+    ones. Unpadded utterances agree exactly; the conversion checks compare one utterance at a time.
+    """
+    model, checkpoint, expert, extractor = xvector
+    inputs = extractor(waveforms(), sampling_rate=16000, padding=True, return_tensors="pt")
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [
+        model.tdnn[-1].register_forward_hook(lambda m, a, o: captured.__setitem__("frames", o)),
+        model.feature_extractor.register_forward_hook(lambda m, a, o: captured.__setitem__("pooled", a[0])),
+    ]
+    out = model(**inputs, output_hidden_states=True)
+    for hook in hooks:
+        hook.remove()
+    features = s3prl_features(model, checkpoint, inputs, out)
+    stages = expert(features)
+    short = min(range(len(features)), key=lambda i: len(features[i]))
+    valid = len(features[short]) - sum((k - 1) * d for k, d in zip(XVECTOR_KERNELS, XVECTOR_DILATIONS, strict=True))
+    hf_counted = int(model._get_tdnn_output_lengths(len(features[short])))
+
+    def stats(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(0), x.std(0)])
+
+    assert hf_counted - valid == 6
+    assert torch.allclose(stages["pooling"][short], stats(stages["tdnn"][short, : valid + 1]), atol=ATOL, rtol=0)
+    assert torch.allclose(captured["pooled"][short], stats(captured["frames"][short, :hf_counted]), atol=ATOL, rtol=0)
+    assert (captured["pooled"][short] - stats(captured["frames"][short, :valid])).abs().max() > 100 * ATOL
+    long = 1 - short
+    assert torch.allclose(captured["pooled"][long], stages["pooling"][long], atol=ATOL, rtol=0)
