@@ -110,12 +110,20 @@ class HiddenStatesUpstream(nn.Module):
         return {"hidden_states": list(outputs.hidden_states)}
 
 
-def featurizer(base_model: Any, normalize: bool = False) -> Featurizer:
-    """s3prl's Featurizer over a transformers base model's hidden states (its print-outs silenced)."""
+def featurizer(base_model: Any, normalize: bool = False, layer_selection: int | None = None) -> Featurizer:
+    """s3prl's Featurizer over a transformers base model's hidden states (its print-outs silenced).
+
+    ``layer_selection`` is the runner's ``-l``: one hidden state, and then no ``weights``.
+    """
     strides = base_model.config.conv_stride
     rate = int(torch.tensor(strides).prod().item())
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        return Featurizer(HiddenStatesUpstream(base_model, rate), upstream_device="cpu", normalize=normalize).eval()
+        return Featurizer(
+            HiddenStatesUpstream(base_model, rate),
+            upstream_device="cpu",
+            layer_selection=layer_selection,
+            normalize=normalize,
+        ).eval()
 
 
 def weighted_sum(featurizer_module: Featurizer, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
