@@ -32,12 +32,18 @@ class Family:
         return f"{self.name}{head.value}"
 
 
+# Every transformers family whose heads take raw 16 kHz waveforms through a wav2vec2-style conv encoder
+# and have these head layouts. Wav2Vec2Bert (mel-feature input) is left out: s3prl has no such upstream.
 FAMILIES = (
     Family("Wav2Vec2", ALL_HEADS),
     Family("WavLM", ALL_HEADS),
     Family("UniSpeechSat", ALL_HEADS),
     Family("Hubert", (Head.SEQUENCE,)),  # transformers has no Hubert frame or x-vector head
     Family("Data2VecAudio", ALL_HEADS),
+    Family("Wav2Vec2Conformer", ALL_HEADS),
+    Family("UniSpeech", (Head.SEQUENCE,)),
+    Family("SEW", (Head.SEQUENCE,)),
+    Family("SEWD", (Head.SEQUENCE,)),
 )
 
 SUPPORTED = {family.model_class(head): (family, head) for family in FAMILIES for head in family.heads}
