@@ -126,16 +126,16 @@ def s3prl_case(artifacts: SharedArtifacts) -> Callable[..., object]:
 
 
 @pytest.fixture
-def hub_cache(tmp_path: Path) -> Callable[[str, str, bytes], Path]:
-    """``hub_cache(repo_id, filename, content)``: a local Hugging Face cache (dataset repos) holding a file.
+def hub_cache(tmp_path: Path) -> Callable[..., Path]:
+    """``hub_cache(repo_id, filename, content, repo_type="dataset")``: a local Hugging Face cache holding a file.
 
     Returns the cache directory, to pass as HF_HUB_CACHE; lets tests exercise the offline resolution.
     """
     cache = tmp_path / "hub-cache"
     revision = "0" * 40
 
-    def add(repo_id: str, filename: str, content: bytes) -> Path:
-        repo = cache / f"datasets--{repo_id.replace('/', '--')}"
+    def add(repo_id: str, filename: str, content: bytes, repo_type: str = "dataset") -> Path:
+        repo = cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / "main").write_text(revision)
         snapshot = repo / "snapshots" / revision

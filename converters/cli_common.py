@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,14 @@ from pathlib import Path
 from converters.errors import ConversionError
 from converters.output import check_target, discard, make_staging, publish
 from converters.session import run_checks
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command shares after its output directory."""
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory as a whole")
+    parser.add_argument(
+        "--push_to_hub", metavar="REPO_ID", default=None, help="upload the output to this hub repository once written"
+    )
 
 
 def push(directory: Path, repo_id: str) -> None:

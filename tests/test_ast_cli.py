@@ -7,9 +7,8 @@ nothing: no output directory, no staging directory left beside it.
 from __future__ import annotations
 
 import json
-import os
+import random
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,45 +18,17 @@ import torch
 from converters.ast.cli import SAMPLE_REPO
 from converters.ast.labels import HUB_LABEL_REPO, id2label
 from converters.ast.variants import AUDIOSET_SAMPLE, BY_NAME, VARIANTS
+from fixtures import commands
+from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
 from fixtures.inputs import SPEECH
 
-COMMAND = str(Path(sys.executable).with_name("convert-ast-checkpoint"))
 TENTEN = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
-OUTPUT_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"}
 
 
-def run(
-    checkpoint: Path, output: Path, *extra: str, model_name: str = TENTEN.name, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            COMMAND,
-            "--model_name",
-            model_name,
-            "--checkpoint_path",
-            str(checkpoint),
-            "--pytorch_dump_folder_path",
-            str(output),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-    )
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], output: Path, *words: str) -> str:
-    """Non-zero exit, a last line naming the cause, no traceback, nothing written beside ``output``."""
-    assert result.returncode != 0, result.stdout[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("convert-ast-checkpoint: error: "), result.stderr[-2000:]
-    for word in words:
-        assert word in last, f"{word!r} not in {last!r}"
-    assert "Traceback" not in result.stderr + result.stdout
-    leftovers = [p.name for p in output.parent.iterdir() if p.name.startswith((".staging-", ".retired-"))]
-    assert not leftovers, leftovers
-    return last
+def run(checkpoint: Path, output: Path, *extra: str, model_name: str = TENTEN.name,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return commands.run("convert-ast-checkpoint", "--model_name", model_name, "--checkpoint_path", str(checkpoint),
+                        "--pytorch_dump_folder_path", str(output), *extra, env=env)  # fmt: skip
 
 
 @pytest.fixture
@@ -97,16 +68,6 @@ def test_the_published_slice_is_checked_when_a_sample_is_given(checkpoint: Path,
     assert not output.exists()
 
 
-class CodeCarrier:
-    """Unpickling this runs ``touch MARKER``: what a hostile checkpoint would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("force_unsafe", [False, True], ids=["default", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"])
 def test_a_pickle_carrying_code_is_refused_without_running_it(
     state: dict[str, torch.Tensor], tmp_path: Path, force_unsafe: bool
@@ -125,7 +86,9 @@ def test_a_pickle_carrying_code_is_refused_without_running_it(
 def test_a_damaged_file_is_refused(checkpoint: Path, tmp_path: Path, damage: str) -> None:
     data = checkpoint.read_bytes()
     broken = tmp_path / "broken.pth"
-    broken.write_bytes({"truncated": data[: len(data) // 2], "random-bytes": os.urandom(4096), "empty": b""}[damage])
+    broken.write_bytes(
+        {"truncated": data[: len(data) // 2], "random-bytes": random.Random(0).randbytes(4096), "empty": b""}[damage]
+    )
     output = tmp_path / "out"
     assert_refused(run(broken, output), output, str(broken))
     assert not output.exists()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,31 +12,25 @@ import pytest
 import torch
 
 from converters.s3prl.families import FAMILIES, Head
+from fixtures import commands
+from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
 from fixtures.s3prl_checkpoints import TINY, S3PRLCase, runner_checkpoint, write_classifier_config
 
-COMMAND = str(Path(sys.executable).with_name("convert-s3prl-checkpoint"))
 WAV2VEC2, WAVLM = FAMILIES[0], FAMILIES[1]
-OUTPUT_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"}
 
 
 def run(case: S3PRLCase, output: Path, *, checkpoint: Path | None = None, config: Path | None = None,
-        base: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return subprocess.run(
-        [COMMAND, "--base_model_name", base or str(case.base), "--config_path", str(config or case.config),
-         "--checkpoint_path", str(checkpoint or case.checkpoint), "--model_dump_path", str(output)],
-        capture_output=True, text=True, env=dict(os.environ), timeout=600,
+        base: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return commands.run(
+        "convert-s3prl-checkpoint", "--base_model_name", base or str(case.base), "--config_path",
+        str(config or case.config), "--checkpoint_path", str(checkpoint or case.checkpoint), "--model_dump_path",
+        str(output), env=env,
     )  # fmt: skip
 
 
-def assert_refused(result: subprocess.CompletedProcess[str], output: Path, *words: str) -> None:
-    assert result.returncode != 0, result.stdout[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("convert-s3prl-checkpoint: error: "), result.stderr[-2000:]
-    for word in words:
-        assert word in last, f"{word!r} not in {last!r}"
-    assert "Traceback" not in result.stderr + result.stdout
+def refused(result: subprocess.CompletedProcess[str], output: Path, *words: str) -> None:
+    assert_refused(result, output, *words)
     assert not output.exists()
-    assert not [p for p in output.parent.iterdir() if p.name.startswith(".staging-")]
 
 
 def saved(path: Path, checkpoint: dict[str, Any]) -> Path:
@@ -65,14 +57,14 @@ def test_a_diarization_head_with_rnn_layers_is_refused(s3prl_case: Callable[...,
     rnn = runner_checkpoint(case.base, WAV2VEC2, Head.FRAME, TINY, expert_options={"rnn_layers": 1, "hidden_size": 16})
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "rnn.ckpt", rnn))
-    assert_refused(result, output, "Downstream.model.rnn.", "rnn_layers: 0")
+    refused(result, output, "Downstream.model.rnn.", "rnn_layers: 0")
 
 
 def test_tdnn_batch_norm_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
     case = s3prl_case(WAV2VEC2, Head.XVECTOR)
     bn = runner_checkpoint(case.base, WAV2VEC2, Head.XVECTOR, TINY, expert_options={"batch_norm": True})
     output = tmp_path / "out"
-    assert_refused(run(case, output, checkpoint=saved(tmp_path / "bn.ckpt", bn)), output, ".bn.", "batch norm")
+    refused(run(case, output, checkpoint=saved(tmp_path / "bn.ckpt", bn)), output, ".bn.", "batch norm")
 
 
 def test_upstream_feature_normalize_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -80,7 +72,7 @@ def test_upstream_feature_normalize_is_refused(s3prl_case: Callable[..., S3PRLCa
     normed = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, args={"upstream_feature_normalize": True})
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "norm.ckpt", normed))
-    assert_refused(result, output, "upstream_feature_normalize=True")
+    refused(result, output, "upstream_feature_normalize=True")
 
 
 def test_a_weighted_sum_without_featurizer_weights_is_refused(
@@ -90,7 +82,7 @@ def test_a_weighted_sum_without_featurizer_weights_is_refused(
     one_layer = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "layer.ckpt", one_layer))
-    assert_refused(result, output, "use_weighted_layer_sum", "no Featurizer.weights")
+    refused(result, output, "use_weighted_layer_sum", "no Featurizer.weights")
 
 
 def test_featurizer_weights_without_a_weighted_sum_are_refused(
@@ -99,7 +91,7 @@ def test_featurizer_weights_without_a_weighted_sum_are_refused(
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     config = write_classifier_config(tmp_path / "config.json", WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
     output = tmp_path / "out"
-    assert_refused(run(case, output, config=config), output, "Featurizer.weights", "left unused")
+    refused(run(case, output, config=config), output, "Featurizer.weights", "left unused")
 
 
 def test_layer_weights_of_the_wrong_length_are_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -108,7 +100,7 @@ def test_layer_weights_of_the_wrong_length_are_refused(s3prl_case: Callable[...,
     checkpoint["Featurizer"]["weights"] = torch.randn(TINY.base["num_hidden_layers"] + 2)
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "weights.ckpt", checkpoint))
-    assert_refused(result, output, "Featurizer.weights", "(4,)", "(3,)")
+    refused(result, output, "Featurizer.weights", "(4,)", "(3,)")
 
 
 def test_an_unused_downstream_key_is_named(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -117,7 +109,7 @@ def test_an_unused_downstream_key_is_named(s3prl_case: Callable[..., S3PRLCase],
     checkpoint["Downstream"]["model.post_net.extra.weight"] = torch.randn(3)
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "extra.ckpt", checkpoint))
-    assert_refused(result, output, "unexpected key", "Downstream.model.post_net.extra.weight")
+    refused(result, output, "unexpected key", "Downstream.model.post_net.extra.weight")
 
 
 def test_a_head_weight_of_the_wrong_shape_is_named(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -126,7 +118,7 @@ def test_a_head_weight_of_the_wrong_shape_is_named(s3prl_case: Callable[..., S3P
     checkpoint["Downstream"]["connector.weight"] = checkpoint["Downstream"]["connector.weight"].T.contiguous()
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "shape.ckpt", checkpoint))
-    assert_refused(result, output, "Downstream.connector.weight", "(32, 16)", "(16, 32)")
+    refused(result, output, "Downstream.connector.weight", "(32, 16)", "(16, 32)")
 
 
 def test_a_trained_upstream_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -135,15 +127,7 @@ def test_a_trained_upstream_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp
     checkpoint["Upstream"] = {"model.encoder.weight": torch.randn(2)}
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "upstream.ckpt", checkpoint))
-    assert_refused(result, output, "'Upstream'")
-
-
-class CodeCarrier:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
+    refused(result, output, "'Upstream'")
 
 
 def test_args_carrying_code_are_refused_without_running_it(
@@ -154,7 +138,7 @@ def test_args_carrying_code_are_refused_without_running_it(
     checkpoint["Args"].upstream_ckpt = CodeCarrier(tmp_path / "code-ran")
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "hostile.ckpt", checkpoint))
-    assert_refused(result, output, "system", "weights-only")
+    refused(result, output, "system", "weights-only")
     assert not (tmp_path / "code-ran").exists()
 
 
@@ -168,10 +152,22 @@ def test_an_architecture_without_an_s3prl_head_is_refused(
     (tmp_path / "config.json").write_text(json.dumps(config))
     output = tmp_path / "out"
     result = run(case, output, config=tmp_path / "config.json")
-    assert_refused(result, output, architecture, "Wav2Vec2ForXVector")
+    refused(result, output, architecture, "Wav2Vec2ForXVector")
 
 
 def test_a_base_model_that_is_not_local_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
     output = tmp_path / "out"
     result = run(s3prl_case(WAV2VEC2, Head.SEQUENCE), output, base="facebook/wav2vec2-base")
-    assert_refused(result, output, "facebook/wav2vec2-base", "local")
+    refused(result, output, "facebook/wav2vec2-base", "local")
+
+
+def test_a_hub_name_resolves_from_the_local_cache(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, hub_cache: Callable[..., Path]
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    for item in case.base.iterdir():
+        cache = hub_cache("example/wav2vec2-tiny", item.name, item.read_bytes(), repo_type="model")
+    output = tmp_path / "out"
+    result = run(case, output, base="example/wav2vec2-tiny", env={"HF_HUB_CACHE": str(cache)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES

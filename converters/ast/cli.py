@@ -8,7 +8,7 @@ from pathlib import Path
 
 from converters.ast.labels import cached_hub_file
 from converters.ast.variants import AUDIOSET_SAMPLE, BY_NAME, Variant, variant
-from converters.cli_common import run_conversion
+from converters.cli_common import add_output_options, run_conversion
 
 CHECKS = Path(__file__).with_name("checks.py")
 SAMPLE_REPO = "nielsr/audio-spectogram-transformer-checkpoint"
@@ -49,13 +49,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="the 16 kHz recording the published logits were measured on; checks them when given",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory as a whole")
-    p.add_argument(
-        "--push_to_hub",
-        metavar="REPO_ID",
-        default=None,
-        help="upload the output to this hub repository once it is written",
-    )
+    add_output_options(p)
     return p
 
 

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from converters.cli_common import run_conversion
+from converters.cli_common import add_output_options, run_conversion
 from converters.s3prl.convert import read_config
 
 CHECKS = Path(__file__).with_name("checks.py")
@@ -36,13 +36,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint_path", required=True, type=Path, help="the s3prl runner checkpoint")
     p.add_argument("--model_dump_path", required=True, type=Path, help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory as a whole")
-    p.add_argument(
-        "--push_to_hub",
-        metavar="REPO_ID",
-        default=None,
-        help="upload the output to this hub repository once it is written",
-    )
+    add_output_options(p)
     return p  # fmt: skip
 
 
