@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from converters.errors import ConversionError
-from converters.output import check_target, discard, make_staging, publish
+from converters.output import check_target, clean_stale, discard, make_staging, publish
 from converters.session import run_checks
 
 
@@ -47,6 +47,7 @@ def run_conversion(
     try:
         validate()
         check_target(target, overwrite)
+        clean_stale(target)
         staging = make_staging(target)
         result = run_checks(checks, make_conversion(staging))
         print("\n" + result.table())

@@ -156,6 +156,15 @@ class KeyMapping:
             raise ValueError(f"mapping is ambiguous: {key!r} matches rules {[f[0] for f in found]}")
         return found[0] if found else None
 
+    def converted_sources(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The entries of ``state`` that become weights: matched by a rule that is not a Discard."""
+        kept = {}
+        for key, tensor in state.items():
+            found = self.match(key)
+            if found is not None and not isinstance(self.rules[found[0]], Discard):
+                kept[key] = tensor
+        return kept
+
     def source_keys(self, num_layers: int) -> list[str]:
         """Every key this mapping consumes for a model of ``num_layers`` layers, in rule order."""
         return self._keys(num_layers, lambda rule: rule.sources)

@@ -6,6 +6,8 @@ atomic) and the staging directory becomes the target only once every check has p
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
@@ -48,9 +50,35 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale(target: Path) -> list[Path]:
+    """Remove staging and retired directories that a killed run left beside ``target``.
+
+    Their names carry the pid of the run that made them; those of live runs are left alone.
+    """
+    removed = []
+    for prefix in (STAGING_PREFIX, RETIRED_PREFIX):
+        for path in target.parent.glob(f"{prefix}{target.name}-*"):
+            pid = path.name.removeprefix(f"{prefix}{target.name}-").split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
 def make_staging(target: Path) -> Path:
     """A fresh, hidden staging directory beside ``target``, with the permissions a mkdir would give."""
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{target.name}-", dir=target.parent))
+    prefix = f"{STAGING_PREFIX}{target.name}-{os.getpid()}-"
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     staging.chmod(0o777 & ~_umask())
     return staging
 
@@ -63,21 +91,47 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # file system or kernel without exchange
+        return False
+    raise OSError(error, os.strerror(error), str(b))
+
+
 def publish(staging: Path, target: Path, overwrite: bool) -> None:
-    """Move a complete staging directory to ``target``; an existing target is replaced as a whole."""
+    """Make a complete staging directory the target, durably; an existing target is replaced as a whole.
+
+    Every file and the directory are fsynced before the rename, and the parent after it, so a crash at
+    any moment leaves either the old state or the complete new directory. An existing target is swapped
+    with the staging directory in one atomic exchange where the system has one.
+    """
     for item in staging.iterdir():
         item.chmod(0o666 & ~_umask())  # safetensors writes 0600; the output is meant to be shared
         _fsync(item)
     _fsync(staging)
-    retired = None
     if target.exists():
         check_target(target, overwrite)
-        retired = Path(tempfile.mkdtemp(prefix=f"{RETIRED_PREFIX}{target.name}-", dir=target.parent))
+        if _exchange(staging, target):
+            _fsync(target.parent)
+            shutil.rmtree(staging)  # now holds what the target held
+            return
+        retired = Path(tempfile.mkdtemp(prefix=f"{RETIRED_PREFIX}{target.name}-{os.getpid()}-", dir=target.parent))
         os.replace(target, retired / target.name)
-    os.replace(staging, target)
-    _fsync(target.parent)
-    if retired is not None:
+        os.replace(staging, target)
+        _fsync(target.parent)
         shutil.rmtree(retired)
+        return
+    os.rename(staging, target)
+    _fsync(target.parent)
 
 
 def discard(staging: Path) -> None:

@@ -1,8 +1,13 @@
 """Loading checkpoints that strangers publish, without running anything they carry.
 
 Every load passes ``weights_only=True`` explicitly: left unset, ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
-in the environment would turn it off and run the pickle's code. Failures become one-line
-ConversionErrors that name the file and the cause.
+in the environment would turn it off and run the pickle's code. Before torch reads a file, the archive
+is checked for what torch does not check: compressed members (torch never writes them; they are how a
+small file inflates to gigabytes) and every member's CRC (a flipped byte otherwise loads silently).
+The load is memory-mapped, so tensors are views of the file and cannot claim more memory than its size.
+torch's legacy (pre-1.6, non-zip) format has no CRCs and allocates the storage sizes its pickle declares
+before reading them, so it is refused with that reason. Failures become one-line ConversionErrors that
+name the file and the cause.
 """
 
 from __future__ import annotations
@@ -34,6 +39,41 @@ def _unsafe_globals(path: Path, error: BaseException) -> list[str]:
     return re.findall(r"Unsupported global: GLOBAL (\S+)", str(error)) or re.findall(r"global '?([\w.]+)'?", str(error))
 
 
+# A legacy torch file opens with the pickled magic number 0x1950a86a20f9469cfc6c (protocol 2, LONG1).
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def check_archive(path: Path) -> None:
+    """Refuse what torch would load unchecked: legacy files, compressed members, bad CRCs, size lies."""
+    size = path.stat().st_size
+    if not zipfile.is_zipfile(path):
+        with path.open("rb") as file:
+            head = file.read(len(LEGACY_MAGIC))
+        if head == LEGACY_MAGIC:
+            raise ConversionError(
+                f"checkpoint {path} is in torch's legacy (pre-1.6) format, which has no checksums and makes torch "
+                f"allocate whatever its pickle declares; re-save it with torch.save and convert that file"
+            )
+        raise ConversionError(f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            for member in members:
+                if member.compress_type != zipfile.ZIP_STORED:
+                    raise ConversionError(
+                        f"checkpoint {path} has a compressed member {member.filename!r}, which torch never writes "
+                        f"(a small file could inflate to {member.file_size} bytes); refusing it"
+                    )
+            claimed = sum(member.file_size for member in members)
+            if claimed > size:
+                raise ConversionError(f"checkpoint {path}: its members claim {claimed} bytes, more than its {size}")
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise ConversionError(f"checkpoint {path} is a damaged zip archive: {_first_line(error)}") from None
+    if damaged is not None:
+        raise ConversionError(f"checkpoint {path}: member {damaged!r} fails its CRC check; the file is corrupt")
+
+
 def load_checkpoint(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
     """``torch.load`` with ``weights_only=True``, memory-mapped where the format allows.
 
@@ -45,11 +85,10 @@ def load_checkpoint(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
         raise ConversionError(f"checkpoint {path} does not exist or is not a file")
     if path.stat().st_size == 0:
         raise ConversionError(f"checkpoint {path} is empty")
-    # torch memory-maps only its zip format; legacy (pre-1.6) files are read whole.
-    mmap = zipfile.is_zipfile(path)
+    check_archive(path)
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         if "Weights only load failed" in str(error):
             names = ", ".join(_unsafe_globals(path, error)) or "an object outside the allowlist"
@@ -62,6 +101,30 @@ def load_checkpoint(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
         raise ConversionError(
             f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(error)}"
         ) from None
+
+
+def check_weights(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    """Floating-point weights only, and every value finite; the first offender is named."""
+    for key, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise ConversionError(f"{where}: {key} has dtype {tensor.dtype}, expected floating-point weights")
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise ConversionError(f"{where}: {key} holds {bad} non-finite value{'s' if bad > 1 else ''} (NaN or inf)")
+
+
+def weights_dtype(tensors: Mapping[str, torch.Tensor], where: str) -> torch.dtype:
+    """The one floating dtype all weights share; a checkpoint that mixes dtypes is refused by name."""
+    first: tuple[str, torch.dtype] | None = None
+    for key, tensor in tensors.items():
+        if first is None:
+            first = (key, tensor.dtype)
+        elif tensor.dtype != first[1]:
+            raise ConversionError(
+                f"{where} mixes dtypes: {first[0]} is {first[1]}, {key} is {tensor.dtype}; convert it to one first"
+            )
+    return torch.float32 if first is None else first[1]
 
 
 def as_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:

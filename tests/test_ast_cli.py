@@ -173,3 +173,36 @@ def test_the_cached_hub_sample_audio_is_used_when_none_is_given(
     output = tmp_path / "out"
     result = run(checkpoint, output, env={"HF_HUB_CACHE": str(cache)})
     assert_refused(result, output, "test_logits_match_the_published_slice")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_converts_faithfully(state: dict[str, torch.Tensor], tmp_path: Path, dtype: torch.dtype) -> None:
+    from safetensors import safe_open
+
+    torch.save({k: v.to(dtype) for k, v in state.items()}, tmp_path / "half.pth")
+    output = tmp_path / "out"
+    result = run(tmp_path / "half.pth", output)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    for check in ("test_written_files_reload_exactly", "test_logits_match_the_original_implementation",
+                  "test_logits_in_the_checkpoint_dtype"):  # fmt: skip
+        assert f"{check} PASSED" in result.stdout
+    with safe_open(output / "model.safetensors", "pt") as written:
+        stored = {written.get_slice(key).get_dtype() for key in written.keys()}  # noqa: SIM118
+    assert stored == {{torch.float16: "F16", torch.bfloat16: "BF16"}[dtype]}
+    assert json.loads((output / "config.json").read_text())["dtype"] == str(dtype).removeprefix("torch.")
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [("nan", "module.v.blocks.0.attn.qkv.weight holds 1 non-finite value"), ("mixed", "mixes dtypes")],
+)
+def test_bad_weights_are_refused_naming_the_tensor(
+    state: dict[str, torch.Tensor], tmp_path: Path, damage: str, cause: str
+) -> None:
+    if damage == "nan":
+        state["module.v.blocks.0.attn.qkv.weight"][3, 5] = float("nan")
+    else:
+        state["module.v.norm.weight"] = state["module.v.norm.weight"].half()
+    torch.save(state, tmp_path / "bad.pth")
+    output = tmp_path / "out"
+    assert_refused(run(tmp_path / "bad.pth", output), output, cause)

@@ -171,3 +171,12 @@ def test_a_hub_name_resolves_from_the_local_cache(
     result = run(case, output, base="example/wav2vec2-tiny", env={"HF_HUB_CACHE": str(cache)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
+
+
+def test_a_non_finite_head_weight_is_named(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY)
+    checkpoint["Downstream"]["model.post_net.linear.bias"][2] = float("inf")
+    output = tmp_path / "out"
+    result = run(case, output, checkpoint=saved(tmp_path / "inf.ckpt", checkpoint))
+    refused(result, output, "Downstream.model.post_net.linear.bias holds 1 non-finite value")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from converters.errors import ConversionError
-from converters.safe_load import as_state_dict, load_checkpoint
+from converters.safe_load import as_state_dict, check_weights, load_checkpoint
 
 
 def valid_checkpoint_bytes() -> bytes:
@@ -55,3 +57,69 @@ def test_a_valid_checkpoint_loads(tmp_path: Path) -> None:
 def test_a_non_state_dict_is_refused_naming_what_is_wrong(obj: object, cause: str) -> None:
     with pytest.raises(ConversionError, match=cause):
         as_state_dict(obj, "ckpt.pth")
+
+
+def rezip(data: bytes, compression: int) -> bytes:
+    """The same archive with every member stored under ``compression``."""
+    source, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=compression) as target:
+        for member in source.infolist():
+            target.writestr(member.filename, source.read(member.filename))
+    return out.getvalue()
+
+
+def test_a_rezipped_stored_archive_still_loads(tmp_path: Path) -> None:
+    """The rewriting below is faithful: stored again, the archive loads; only compression is refused."""
+    path = tmp_path / "stored.pth"
+    path.write_bytes(rezip(VALID, zipfile.ZIP_STORED))
+    assert set(load_checkpoint(path)) == {"module.v.cls_token", "module.v.norm.weight"}
+
+
+def test_compressed_members_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deflated.pth"
+    path.write_bytes(rezip(VALID, zipfile.ZIP_DEFLATED))
+    with pytest.raises(ConversionError, match="compressed member"):
+        load_checkpoint(path)
+
+
+def test_a_flipped_byte_fails_the_crc_check(tmp_path: Path) -> None:
+    archive = zipfile.ZipFile(io.BytesIO(VALID))
+    member = next(m for m in archive.infolist() if m.filename.endswith("/data/0"))
+    data = bytearray(VALID)
+    # The member's bytes follow its 30-byte local header, its name and its local extra field (torch pads
+    # that field to align tensor data, so its length is read from the local header itself).
+    header = member.header_offset
+    name_length, extra_length = struct.unpack("<HH", VALID[header + 26 : header + 30])
+    start = header + 30 + name_length + extra_length
+    data[start + 3] ^= 0x01
+    path = tmp_path / "flipped.pth"
+    path.write_bytes(bytes(data))
+    silently = torch.load(path, weights_only=True)  # what torch alone does: a changed weight, no error
+    assert not torch.equal(silently["module.v.cls_token"], torch.load(io.BytesIO(VALID))["module.v.cls_token"])
+    with pytest.raises(ConversionError, match="CRC"):
+        load_checkpoint(path)
+
+
+def test_the_legacy_format_is_refused_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.pth"
+    torch.save({"module.v.cls_token": torch.randn(1, 1, 8)}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(ConversionError, match="legacy"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("tensor", "cause"),
+    [
+        (torch.tensor([1.0, float("nan")]), "1 non-finite value"),
+        (torch.tensor([float("inf"), -float("inf"), 0.0]), "2 non-finite values"),
+        (torch.tensor([1, 2]), "dtype torch.int64"),
+    ],
+)
+def test_bad_weights_are_named(tensor: torch.Tensor, cause: str) -> None:
+    with pytest.raises(ConversionError, match=rf"ckpt\.pth: module\.v\.norm\.bias .*{cause}"):
+        check_weights({"module.v.norm.weight": torch.ones(2), "module.v.norm.bias": tensor}, "ckpt.pth")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_floating_dtypes_pass(dtype: torch.dtype) -> None:
+    check_weights({"w": torch.randn(3).to(dtype)}, "ckpt.pth")

@@ -49,9 +49,10 @@ def backbone_of(state: Mapping[str, torch.Tensor]) -> Backbone:
     return Backbone(hidden, AST_MAPPING.num_layers(state), state["module.v.blocks.0.mlp.fc1.weight"].shape[0])
 
 
-def hf_config(variant: Variant, backbone: Backbone) -> ASTConfig:
+def hf_config(variant: Variant, backbone: Backbone, dtype: torch.dtype = torch.float32) -> ASTConfig:
     labels = id2label(variant.dataset)
     return ASTConfig(
+        dtype=dtype,  # the checkpoint's own: float16 and bfloat16 weights are written as they are
         hidden_size=backbone.hidden_size,
         num_hidden_layers=backbone.num_layers,
         num_attention_heads=backbone.num_heads,

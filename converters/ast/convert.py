@@ -15,6 +15,7 @@ from converters.ast.variants import Variant
 from converters.errors import ConversionError
 from converters.hub_layout import serialized_state
 from converters.output import write_safetensors
+from converters.safe_load import check_weights, weights_dtype
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ def check_shapes(tensors: Mapping[str, torch.Tensor], spec: Mapping[str, torch.T
 
 def convert(state: Mapping[str, torch.Tensor], variant: Variant, where: str = "the checkpoint") -> Converted:
     """Map an original AST state dict onto transformers' layout, refusing anything that does not fit."""
+    check_weights(state, where)
     backbone = backbone_of(state)
-    config = hf_config(variant, backbone)
+    config = hf_config(variant, backbone, weights_dtype(state, where))
     tensors = AST_MAPPING.apply(state, where=where)
     check_shapes(state, source_spec(config), variant)
     check_shapes(tensors, target_spec(config), variant)

@@ -24,6 +24,7 @@ from converters.s3prl.convert import (
     resolve_base,
 )
 from converters.s3prl.equivalence import ATOL, stage_differences
+from converters.safe_load import check_weights
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +81,10 @@ def test_the_training_setup_is_representable(checkpoint: S3PRLCheckpoint, target
 
 def test_every_downstream_key_is_consumed(checkpoint: S3PRLCheckpoint, target: Target) -> None:
     target.mapping.apply(checkpoint.flattened(), where=str(checkpoint.path))
+
+
+def test_head_weights_are_finite_floats(checkpoint: S3PRLCheckpoint, target: Target) -> None:
+    check_weights(target.mapping.converted_sources(checkpoint.flattened()), str(checkpoint.path))
 
 
 def test_head_shapes_fit_the_config(head: dict[str, torch.Tensor]) -> None:

@@ -18,6 +18,7 @@ from converters.s3prl.checkpoint import S3PRLCheckpoint
 from converters.s3prl.families import Family, Head, resolve
 from converters.s3prl.mapping import UNREPRESENTABLE, head_mapping
 from converters.s3prl.original import XVECTOR_DILATIONS, XVECTOR_KERNELS
+from converters.safe_load import check_weights
 
 # Fields of the classifier config that must equal the base model's, or the base weights do not fit it.
 BASE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim")
@@ -129,6 +130,7 @@ def convert_head(checkpoint: S3PRLCheckpoint, target: Target) -> dict[str, torch
     check_representable(checkpoint, target)
     source = checkpoint.flattened()
     tensors = target.mapping.apply(source, where=str(checkpoint.path))
+    check_weights(target.mapping.converted_sources(source), str(checkpoint.path))
     spec = head_spec(target)
     check_shapes(source, target.mapping.inverse().apply(spec, where="the head spec"), str(checkpoint.path))
     missing = sorted(spec.keys() - tensors.keys())
