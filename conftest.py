@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from hypothesis import settings
 
 ROOT = Path(__file__).parent
 FIXTURES = ROOT / "fixtures"
 GOLDENS = FIXTURES / "goldens"
+
+settings.register_profile("default", max_examples=120)
+settings.register_profile("deep", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # Tests must not depend on what a developer's Hugging Face cache holds, nor reach for the network;
 # set before transformers is imported, and inherited by the commands the tests run.

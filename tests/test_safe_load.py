@@ -23,7 +23,7 @@ def valid_checkpoint_bytes() -> bytes:
 
 
 VALID = valid_checkpoint_bytes()
-fuzz = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+fuzz = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @fuzz

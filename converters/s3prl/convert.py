@@ -18,7 +18,7 @@ from converters.s3prl.checkpoint import S3PRLCheckpoint
 from converters.s3prl.families import Family, Head, resolve
 from converters.s3prl.mapping import UNREPRESENTABLE, head_mapping
 from converters.s3prl.original import XVECTOR_DILATIONS, XVECTOR_KERNELS
-from converters.safe_load import check_weights
+from converters.safe_load import check_weights, weights_dtype
 
 # Fields of the classifier config that must equal the base model's, or the base weights do not fit it.
 BASE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim")
@@ -130,7 +130,12 @@ def convert_head(checkpoint: S3PRLCheckpoint, target: Target) -> dict[str, torch
     check_representable(checkpoint, target)
     source = checkpoint.flattened()
     tensors = target.mapping.apply(source, where=str(checkpoint.path))
-    check_weights(target.mapping.converted_sources(source), str(checkpoint.path))
+    weights = target.mapping.converted_sources(source)
+    check_weights(weights, str(checkpoint.path))
+    dtype = weights_dtype(weights, str(checkpoint.path))
+    if torch.finfo(dtype).bits > 32:
+        # The head joins a float32 base model; float16 and bfloat16 widen exactly, float64 would be rounded.
+        raise ConversionError(f"{checkpoint.path}: the head's weights are {dtype}, which float32 cannot hold exactly")
     spec = head_spec(target)
     check_shapes(source, target.mapping.inverse().apply(spec, where="the head spec"), str(checkpoint.path))
     missing = sorted(spec.keys() - tensors.keys())
