@@ -27,6 +27,17 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile("^" + r"(0|[1-9]\d*)".join(re.escape(part) for part in template.split(LAYER)) + "$")
 
 
+def shape_mismatch(
+    tensors: Mapping[str, torch.Tensor], spec: Mapping[str, torch.Tensor]
+) -> tuple[str, tuple[int, ...], tuple[int, ...]] | None:
+    """The first key whose tensor's shape differs from ``spec``'s: (key, found, expected); keys absent
+    from ``tensors`` are the key-coverage check's business, not this one's."""
+    for key, expected in spec.items():
+        if key in tensors and tuple(tensors[key].shape) != tuple(expected.shape):
+            return key, tuple(tensors[key].shape), tuple(expected.shape)
+    return None
+
+
 def expand(template: str, layer: int | None) -> str:
     """The key a template names for a layer index (``layer`` is ignored for templates without ``{n}``)."""
     return template if layer is None else template.replace(LAYER, str(layer))

@@ -14,6 +14,7 @@ from converters.ast.mapping import AST_MAPPING
 from converters.ast.variants import Variant
 from converters.errors import ConversionError
 from converters.hub_layout import serialized_state
+from converters.mapping import shape_mismatch
 from converters.output import write_safetensors
 from converters.safe_load import check_weights, weights_dtype
 
@@ -40,12 +41,13 @@ def source_spec(config: ASTConfig) -> dict[str, torch.Tensor]:
 
 def check_shapes(tensors: Mapping[str, torch.Tensor], spec: Mapping[str, torch.Tensor], variant: Variant) -> None:
     """Every tensor has the shape ``spec`` gives it; the first that does not is named."""
-    for key, expected in spec.items():
-        if key in tensors and tuple(tensors[key].shape) != tuple(expected.shape):
-            raise ConversionError(
-                f"{key} has shape {tuple(tensors[key].shape)}, but {variant.name} (stride {variant.stride}, "
-                f"max_length {variant.max_length}, {variant.dataset.num_labels} labels) needs {tuple(expected.shape)}"
-            )
+    mismatch = shape_mismatch(tensors, spec)
+    if mismatch:
+        key, found, expected = mismatch
+        raise ConversionError(
+            f"{key} has shape {found}, but {variant.name} (stride {variant.stride}, max_length "
+            f"{variant.max_length}, {variant.dataset.num_labels} labels) needs {expected}"
+        )
 
 
 def convert(state: Mapping[str, torch.Tensor], variant: Variant, where: str = "the checkpoint") -> Converted:

@@ -13,7 +13,7 @@ from transformers import PretrainedConfig, Wav2Vec2FeatureExtractor
 
 from converters.errors import ConversionError
 from converters.hub_layout import assign_serialized, serialized_state
-from converters.mapping import KeyMapping
+from converters.mapping import KeyMapping, shape_mismatch
 from converters.s3prl.checkpoint import S3PRLCheckpoint
 from converters.s3prl.families import Family, Head, resolve
 from converters.s3prl.mapping import UNREPRESENTABLE, head_mapping
@@ -118,11 +118,10 @@ def check_representable(checkpoint: S3PRLCheckpoint, target: Target) -> None:
 
 
 def check_shapes(tensors: dict[str, torch.Tensor], spec: dict[str, torch.Tensor], where: str) -> None:
-    for key, expected in spec.items():
-        if key in tensors and tuple(tensors[key].shape) != tuple(expected.shape):
-            raise ConversionError(
-                f"{key} in {where} has shape {tuple(tensors[key].shape)}, but the config needs {tuple(expected.shape)}"
-            )
+    mismatch = shape_mismatch(tensors, spec)
+    if mismatch:
+        key, found, expected = mismatch
+        raise ConversionError(f"{key} in {where} has shape {found}, but the config needs {expected}")
 
 
 def convert_head(checkpoint: S3PRLCheckpoint, target: Target) -> dict[str, torch.Tensor]:
