@@ -119,3 +119,30 @@ def test_padded_batches_pool_different_frames(xvector: tuple[Any, Any, Any, Any]
     assert (captured["pooled"][short] - stats(captured["frames"][short, :valid])).abs().max() > 100 * ATOL
     long = 1 - short
     assert torch.allclose(captured["pooled"][long], stages["pooling"][long], atol=ATOL, rtol=0)
+
+
+def scrambled(tensors: dict[str, torch.Tensor], key: str) -> dict[str, torch.Tensor]:
+    """A head weight laid out wrongly: a TDNN kernel's (context, width) order transposed, else rows reversed."""
+    tensor = tensors[key]
+    if key.startswith("tdnn."):
+        out, flat = tensor.shape
+        context = flat // TINY.tdnn[0]
+        tensor = tensor.view(out, context, flat // context).transpose(1, 2).reshape(out, flat)
+    else:
+        tensor = tensor.flip(0)
+    return {**tensors, key: tensor}
+
+
+@pytest.mark.parametrize(
+    ("head", "key"),
+    [(Head.XVECTOR, "tdnn.1.kernel.weight"), (Head.SEQUENCE, "projector.weight"), (Head.FRAME, "classifier.weight")],
+)
+def test_a_wrongly_laid_out_head_is_detected(
+    head: Head, key: str, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """The comparison with s3prl can fail: one weight laid out wrongly moves it far past the tolerance."""
+    case = s3prl_case(WAV2VEC2, head)
+    checkpoint, target = read(case.checkpoint), read_config(case.config)
+    model = build_model(case.base, target, scrambled(convert_head(checkpoint, target), key))
+    differences = stage_differences(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    assert max(differences.values()) > 1000 * ATOL, differences
