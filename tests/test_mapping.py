@@ -1,0 +1,111 @@
+"""The key-mapping rules one by one: what each refusal says, and what each helper returns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from converters.errors import ConversionError
+from converters.mapping import Discard, KeyMapping, Merge, Rename, Split, expand, shape_mismatch
+
+MAPPING = KeyMapping(
+    (
+        Rename("a.weight", "A.weight"),
+        Split("blocks.{n}.qkv", ("layers.{n}.q", "layers.{n}.k", "layers.{n}.v")),
+        Rename("blocks.{n}.norm", "layers.{n}.norm"),
+        Discard("head"),
+    )
+)
+
+
+def state(depth: int = 2) -> dict[str, torch.Tensor]:
+    tensors = {"a.weight": torch.randn(2, 2), "head": torch.randn(3)}
+    for n in range(depth):
+        tensors[f"blocks.{n}.qkv"] = torch.randn(6, 2)
+        tensors[f"blocks.{n}.norm"] = torch.randn(2)
+    return tensors
+
+
+def test_apply_maps_every_rule_and_drops_discards() -> None:
+    source = state()
+    converted = MAPPING.apply(source)
+    assert sorted(converted) == sorted(MAPPING.target_keys(2))
+    assert torch.equal(converted["layers.1.k"], source["blocks.1.qkv"][2:4])
+    assert torch.equal(converted["A.weight"], source["a.weight"])
+
+
+def test_an_unexpected_key_is_named_with_where() -> None:
+    with pytest.raises(
+        ConversionError, match=r"^unexpected key 'blocks.0.extra' in ckpt.pth: no mapping rule consumes it$"
+    ):
+        MAPPING.apply({**state(), "blocks.0.extra": torch.zeros(1)}, where="ckpt.pth")
+
+
+def test_the_first_missing_key_in_rule_order_is_named_and_the_rest_counted() -> None:
+    source = state(3)
+    del source["blocks.1.norm"], source["blocks.2.qkv"]
+    with pytest.raises(ConversionError, match=r"^missing key 'blocks.2.qkv' in ckpt.pth \(and 1 more\)$"):
+        MAPPING.apply(source, where="ckpt.pth")
+
+
+def test_a_single_missing_key_is_named_alone() -> None:
+    source = state()
+    del source["a.weight"]
+    with pytest.raises(ConversionError, match=r"^missing key 'a.weight' in the checkpoint$"):
+        MAPPING.apply(source)
+
+
+def test_a_discarded_key_may_be_absent() -> None:
+    source = state()
+    del source["head"]
+    assert "head" not in MAPPING.required_source_keys(2) and "head" in MAPPING.source_keys(2)
+    MAPPING.apply(source)
+
+
+def test_the_depth_is_one_past_the_deepest_layer() -> None:
+    assert MAPPING.num_layers(state(3)) == 3
+    assert MAPPING.num_layers({"a.weight": torch.zeros(1)}) == 0
+    assert MAPPING.num_layers(["blocks.7.norm", "blocks.x.norm", "other"]) == 8
+
+
+def test_layer_indices_are_canonical_numbers() -> None:
+    assert MAPPING.match("blocks.01.norm") is None  # a leading zero would alias blocks.1
+    assert MAPPING.match("blocks.10.norm") == (2, 0, 10)
+    assert MAPPING.match("a.weight") == (0, 0, None)
+    assert expand("blocks.{n}.norm", 4) == "blocks.4.norm" and expand("a.weight", None) == "a.weight"
+
+
+def test_an_ambiguous_mapping_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="ambiguous"):
+        KeyMapping((Rename("x", "y"), Rename("x", "z"))).match("x")
+
+
+def test_a_template_takes_one_layer_placeholder() -> None:
+    with pytest.raises(ValueError, match="more than one"):
+        KeyMapping((Rename("a.{n}.b.{n}", "c"),)).match("a.1.b.1")
+
+
+@pytest.mark.parametrize(("shape", "shown"), [((5, 2), r"\(5, 2\)"), ((7,), r"\(7,\)"), ((), r"\(\)")])
+def test_split_refuses_what_does_not_divide(shape: tuple[int, ...], shown: str) -> None:
+    source = {**state(1), "blocks.0.qkv": torch.randn(shape)}
+    with pytest.raises(ConversionError, match=rf"^blocks.0.qkv has shape {shown}, which does not split into 3 equal"):
+        MAPPING.apply(source)
+
+
+def test_merge_refuses_unequal_shapes_naming_them() -> None:
+    merge = Merge(("q", "k"), "qk")
+    with pytest.raises(ConversionError, match=r"^cannot merge tensors of unequal shapes: q \(2, 3\), k \(2, 4\)$"):
+        merge.apply((torch.zeros(2, 3), torch.zeros(2, 4)), ("q", "k"))
+    (merged,) = Merge(("q", "k"), "qk", dim=1).apply((torch.zeros(2, 3), torch.ones(2, 4)), ("q", "k"))
+    assert merged.shape == (2, 7) and merged[:, 3:].eq(1).all()
+
+
+def test_converted_sources_are_the_keys_that_become_weights() -> None:
+    source = {**state(1), "stray": torch.zeros(1)}
+    assert sorted(MAPPING.converted_sources(source)) == ["a.weight", "blocks.0.norm", "blocks.0.qkv"]
+
+
+def test_shape_mismatch_names_the_first_difference_and_ignores_absent_keys() -> None:
+    spec = {"a": torch.empty(2, 3), "b": torch.empty(4), "c": torch.empty(1)}
+    assert shape_mismatch({"a": torch.zeros(2, 3), "b": torch.zeros(5)}, spec) == ("b", (5,), (4,))
+    assert shape_mismatch({"a": torch.zeros(2, 3)}, spec) is None
