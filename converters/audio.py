@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import ConversionError
+from converters.errors import ConversionError, first_line
 
 SAMPLING_RATE = 16000
 
@@ -18,7 +18,7 @@ def read_audio(path: Path) -> np.ndarray:
     try:
         waveform, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises its own LibsndfileError, RuntimeError, OSError
-        raise ConversionError(f"sample audio {path} cannot be read: {str(error).splitlines()[0]}") from None
+        raise ConversionError(f"sample audio {path} cannot be read: {first_line(error)}") from None
     if rate != SAMPLING_RATE:
         raise ConversionError(f"sample audio {path} is sampled at {rate} Hz; the models expect {SAMPLING_RATE} Hz")
     if waveform.shape[1] != 1:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from converters.errors import ConversionError
+from converters.errors import ConversionError, first_line
 from converters.output import check_target, clean_stale, discard, make_staging, publish
 from converters.session import run_checks
 
@@ -67,8 +67,7 @@ def run_conversion(
             push(target, push_to_hub)
         except Exception as error:  # network, auth, hub-side refusals: all end the same way here
             print(
-                f"{prog}: error: {target} was written, but pushing it to {push_to_hub} failed: "
-                f"{str(error).splitlines()[0] if str(error) else type(error).__name__}",
+                f"{prog}: error: {target} was written, but pushing it to {push_to_hub} failed: {first_line(error)}",
                 file=sys.stderr,
             )
             return 1

@@ -1,6 +1,12 @@
 """The one exception type a conversion raises for input it refuses."""
 
 
+def first_line(error: BaseException) -> str:
+    """An error's first line for a one-line cause; its type name when it says nothing."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class ConversionError(Exception):
     """A refusal with a one-line cause that names the key, shape or file at fault.
 

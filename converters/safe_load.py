@@ -21,13 +21,12 @@ from typing import Any
 
 import torch
 
-from converters.errors import ConversionError
+from converters.errors import ConversionError, first_line
 
 
 def _first_line(error: BaseException) -> str:
     """The first sentence of an error: torch follows the cause with paragraphs of advice."""
-    text = str(error).strip()
-    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(error).__name__
+    return first_line(error).split(". ")[0].rstrip(".")
 
 
 def _unsafe_globals(path: Path, error: BaseException) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 import transformers
 from transformers import PretrainedConfig, Wav2Vec2FeatureExtractor
 
-from converters.errors import ConversionError
+from converters.errors import ConversionError, first_line
 from converters.hub_layout import assign_serialized, serialized_state
 from converters.mapping import KeyMapping, shape_mismatch
 from converters.s3prl.checkpoint import S3PRLCheckpoint
@@ -201,6 +201,4 @@ def feature_extractor(base: Path) -> Wav2Vec2FeatureExtractor:
     try:
         return Wav2Vec2FeatureExtractor.from_pretrained(base, return_attention_mask=True, do_normalize=False)
     except OSError as error:
-        raise ConversionError(
-            f"base model {base} has no feature extractor config: {str(error).splitlines()[0]}"
-        ) from None
+        raise ConversionError(f"base model {base} has no feature extractor config: {first_line(error)}") from None
