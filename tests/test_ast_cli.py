@@ -1,7 +1,9 @@
 """``convert-ast-checkpoint`` end to end: a good conversion, and every kind of bad input refused.
 
 Each refusal must exit non-zero with one line naming the cause, print no traceback, and write
-nothing: no output directory, no staging directory left beside it.
+nothing: no output directory, no staging directory left beside it. The command runs in this process
+(its ``main``, as the console script calls it) except where the process itself matters: the installed
+console script, and environment variables read by torch.
 """
 
 from __future__ import annotations
@@ -23,12 +25,21 @@ from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
 from fixtures.inputs import SPEECH
 
 TENTEN = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
+COMMAND = "convert-ast-checkpoint"
+
+
+def arguments(checkpoint: Path, output: Path, *extra: str, model_name: str = TENTEN.name) -> list[str]:
+    return ["--model_name", model_name, "--checkpoint_path", str(checkpoint), "--pytorch_dump_folder_path",
+            str(output), *extra]  # fmt: skip
 
 
 def run(checkpoint: Path, output: Path, *extra: str, model_name: str = TENTEN.name,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return commands.run("convert-ast-checkpoint", "--model_name", model_name, "--checkpoint_path", str(checkpoint),
-                        "--pytorch_dump_folder_path", str(output), *extra, env=env)  # fmt: skip
+        hub_cache: Path | None = None) -> commands.Result:  # fmt: skip
+    return commands.run(COMMAND, *arguments(checkpoint, output, *extra, model_name=model_name), hub_cache=hub_cache)
+
+
+def run_process(checkpoint: Path, output: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return commands.run_process(COMMAND, *arguments(checkpoint, output), env=env)
 
 
 @pytest.fixture
@@ -41,9 +52,11 @@ def state(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, weights_only=True)
 
 
-def test_a_good_checkpoint_converts_with_a_passing_report(checkpoint: Path, tmp_path: Path) -> None:
+def test_the_installed_command_converts_a_good_checkpoint_with_a_passing_report(
+    checkpoint: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "out"
-    result = run(checkpoint, output)
+    result = run_process(checkpoint, output)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
     for check in (
@@ -76,8 +89,11 @@ def test_a_pickle_carrying_code_is_refused_without_running_it(
     hostile = tmp_path / "hostile.pth"
     torch.save({**state, "module.v.extra": CodeCarrier(marker)}, hostile)
     output = tmp_path / "out"
-    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe else None
-    assert_refused(run(hostile, output, env=env), output, str(hostile), "system")
+    if force_unsafe:  # torch reads the variable in the process that loads: run the installed command
+        result = run_process(hostile, output, env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    else:
+        result = run(hostile, output)
+    assert_refused(result, output, str(hostile), "system")
     assert not marker.exists(), "the checkpoint's code ran"
     assert not output.exists()
 
@@ -157,7 +173,7 @@ def test_a_cached_hub_label_file_is_checked(
         labels[0], labels[1] = labels[1], labels[0]
     cache = hub_cache(HUB_LABEL_REPO, TENTEN.dataset.hub_label_file, json.dumps(labels).encode())
     output = tmp_path / "out"
-    result = run(checkpoint, output, env={"HF_HUB_CACHE": str(cache)})
+    result = run(checkpoint, output, hub_cache=cache)
     if agree:
         assert result.returncode == 0, result.stderr[-2000:]
         assert "test_labels_agree_with_the_hub_label_file PASSED" in result.stdout
@@ -171,7 +187,7 @@ def test_the_cached_hub_sample_audio_is_used_when_none_is_given(
     """The synthetic checkpoint cannot match the published slice, so finding the sample means refusing."""
     cache = hub_cache(SAMPLE_REPO, AUDIOSET_SAMPLE, SPEECH.read_bytes())
     output = tmp_path / "out"
-    result = run(checkpoint, output, env={"HF_HUB_CACHE": str(cache)})
+    result = run(checkpoint, output, hub_cache=cache)
     assert_refused(result, output, "test_logits_match_the_published_slice")
 
 

@@ -1,9 +1,12 @@
-"""``convert-s3prl-checkpoint`` end to end: a good conversion, and every refusal, through the command."""
+"""``convert-s3prl-checkpoint`` end to end: a good conversion, and every refusal, through the command.
+
+The command runs in this process (its ``main``, as the console script calls it), except for one
+conversion through the installed console script with the hub cache given as users give it.
+"""
 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,16 +22,19 @@ from fixtures.s3prl_checkpoints import TINY, S3PRLCase, runner_checkpoint, write
 WAV2VEC2, WAVLM = FAMILIES[0], FAMILIES[1]
 
 
+def arguments(case: S3PRLCase, output: Path, *, checkpoint: Path | None = None, config: Path | None = None,
+              base: str | None = None) -> list[str]:  # fmt: skip
+    return ["--base_model_name", base or str(case.base), "--config_path", str(config or case.config),
+            "--checkpoint_path", str(checkpoint or case.checkpoint), "--model_dump_path", str(output)]  # fmt: skip
+
+
 def run(case: S3PRLCase, output: Path, *, checkpoint: Path | None = None, config: Path | None = None,
-        base: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return commands.run(
-        "convert-s3prl-checkpoint", "--base_model_name", base or str(case.base), "--config_path",
-        str(config or case.config), "--checkpoint_path", str(checkpoint or case.checkpoint), "--model_dump_path",
-        str(output), env=env,
-    )  # fmt: skip
+        base: str | None = None, hub_cache: Path | None = None) -> commands.Result:  # fmt: skip
+    chosen = arguments(case, output, checkpoint=checkpoint, config=config, base=base)
+    return commands.run("convert-s3prl-checkpoint", *chosen, hub_cache=hub_cache)
 
 
-def refused(result: subprocess.CompletedProcess[str], output: Path, *words: str) -> None:
+def refused(result: commands.Result, output: Path, *words: str) -> None:
     assert_refused(result, output, *words)
     assert not output.exists()
 
@@ -168,7 +174,8 @@ def test_a_hub_name_resolves_from_the_local_cache(
     for item in case.base.iterdir():
         cache = hub_cache("example/wav2vec2-tiny", item.name, item.read_bytes(), repo_type="model")
     output = tmp_path / "out"
-    result = run(case, output, base="example/wav2vec2-tiny", env={"HF_HUB_CACHE": str(cache)})
+    chosen = arguments(case, output, base="example/wav2vec2-tiny")
+    result = commands.run_process("convert-s3prl-checkpoint", *chosen, env={"HF_HUB_CACHE": str(cache)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
 
