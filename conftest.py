@@ -17,6 +17,8 @@ GOLDENS = FIXTURES / "goldens"
 
 settings.register_profile("default", max_examples=120)
 settings.register_profile("deep", max_examples=2000)
+# Mutation testing: the same cases every run (a score must be reproducible), no deadline under its trampolines.
+settings.register_profile("mutation", max_examples=120, derandomize=True, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # Tests must not depend on what a developer's Hugging Face cache holds, nor reach for the network;

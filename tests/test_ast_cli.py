@@ -52,6 +52,7 @@ def state(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, weights_only=True)
 
 
+@pytest.mark.process
 def test_the_installed_command_converts_a_good_checkpoint_with_a_passing_report(
     checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -81,7 +82,11 @@ def test_the_published_slice_is_checked_when_a_sample_is_given(checkpoint: Path,
     assert not output.exists()
 
 
-@pytest.mark.parametrize("force_unsafe", [False, True], ids=["default", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"])
+@pytest.mark.parametrize(
+    "force_unsafe",
+    [False, pytest.param(True, marks=pytest.mark.process)],
+    ids=["default", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"],
+)
 def test_a_pickle_carrying_code_is_refused_without_running_it(
     state: dict[str, torch.Tensor], tmp_path: Path, force_unsafe: bool
 ) -> None:
@@ -89,10 +94,9 @@ def test_a_pickle_carrying_code_is_refused_without_running_it(
     hostile = tmp_path / "hostile.pth"
     torch.save({**state, "module.v.extra": CodeCarrier(marker)}, hostile)
     output = tmp_path / "out"
-    if force_unsafe:  # torch reads the variable in the process that loads: run the installed command
-        result = run_process(hostile, output, env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
-    else:
-        result = run(hostile, output)
+    # torch reads the variable in the process that loads: run the installed command there
+    forced = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    result = run_process(hostile, output, env=forced) if force_unsafe else run(hostile, output)
     assert_refused(result, output, str(hostile), "system")
     assert not marker.exists(), "the checkpoint's code ran"
     assert not output.exists()

@@ -17,6 +17,7 @@ import pytest
 from converters.ast.variants import VARIANTS, Variant
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 def test_published_slice(variant: Variant, published_dir: Path | None, tmp_path: Path) -> None:
     if published_dir is None:

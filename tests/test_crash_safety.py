@@ -69,6 +69,7 @@ def assert_absent_or_complete(target: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("point", POINTS)
 def test_a_killed_conversion_leaves_nothing_or_everything(
     point: str, ast_checkpoint: Callable[..., Path], tmp_path: Path

@@ -167,6 +167,7 @@ def test_a_base_model_that_is_not_local_is_refused(s3prl_case: Callable[..., S3P
     refused(result, output, "facebook/wav2vec2-base", "local")
 
 
+@pytest.mark.process
 def test_a_hub_name_resolves_from_the_local_cache(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, hub_cache: Callable[..., Path]
 ) -> None:
