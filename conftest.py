@@ -55,6 +55,10 @@ class SharedArtifacts:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SharedArtifacts:
+    kept = os.environ.get("CONVERTERS_TEST_ARTIFACTS")
+    if kept:  # one directory across many runs (mutation testing runs the suite once per mutant)
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return SharedArtifacts(Path(kept))
     base = tmp_path_factory.getbasetemp()
     # Under xdist each worker has its own basetemp below a common parent: share that parent.
     root = base if worker_id == "master" else base.parent

@@ -73,14 +73,18 @@ def load_original(state: dict[str, torch.Tensor], variant: Variant) -> OriginalA
     """The original model for ``variant`` holding an original checkpoint's weights, in eval mode.
 
     Loaded under the original's own parameter names (DataParallel's ``module.`` stripped), strictly:
-    nothing of the conversion's mapping is used.
+    nothing of the conversion's mapping is used. Built without memory and holding the checkpoint's own
+    tensors (float16 and bfloat16 ones widened to float32, as the original ran): no random initialisation
+    to pay for, no second copy of the weights.
     """
-    model = OriginalAST(
-        backbone_of(state),
-        variant.frequency_stride,
-        variant.time_stride,
-        variant.max_length,
-        variant.dataset.num_labels,
-    )
-    model.load_state_dict({key.removeprefix("module."): value for key, value in state.items()}, strict=True)
+    with torch.device("meta"):
+        model = OriginalAST(
+            backbone_of(state),
+            variant.frequency_stride,
+            variant.time_stride,
+            variant.max_length,
+            variant.dataset.num_labels,
+        )
+    own = {key.removeprefix("module."): value.float() for key, value in state.items()}
+    model.load_state_dict(own, strict=True, assign=True)
     return model.eval()

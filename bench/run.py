@@ -1,0 +1,120 @@
+"""Time the conversion pipelines side by side and print medians and ratios: ``tox -e bench``.
+
+Every run is a fresh process under ``/usr/bin/time -v`` (wall clock, peak resident set size). The
+pipelines of a case take turns within each repetition, so that a noisy neighbour slows all of them
+alike; one unmeasured run of each warms the page cache first. Results go to ``bench/results.json``
+(``bench/plot.py`` draws the scaling plot from it) and a Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.cases import CASES, Case, build, parameters
+
+PIPELINES = ("command", "seed", "core", "floor")
+HERE = Path(__file__).parent
+
+
+def measure(pipeline: str, case_dir: Path, scratch: Path) -> tuple[float, float]:
+    """One run: (wall seconds, peak resident MiB)."""
+    output = scratch / "out"
+    shutil.rmtree(output, ignore_errors=True)
+    result = subprocess.run(
+        ["/usr/bin/time", "-v", sys.executable, "-m", "bench.pipelines", pipeline, str(case_dir), str(output)],
+        capture_output=True,
+        text=True,
+        cwd=HERE.parent,
+    )
+    shutil.rmtree(output, ignore_errors=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{pipeline} on {case_dir.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
+    assert wall and peak, result.stderr[-2000:]
+    hours, minutes, seconds = int(wall[1] or 0), int(wall[2]), float(wall[3])
+    return hours * 3600 + minutes * 60 + seconds, int(peak[1]) / 1024
+
+
+def run_case(case: Case, work: Path, runs: int) -> dict[str, object]:
+    case_dir = build(case, work / case.name)
+    scratch = Path(tempfile.mkdtemp(dir=work, prefix="scratch-"))
+    try:
+        for pipeline in PIPELINES:  # warm-up: page cache, .pyc files
+            measure(pipeline, case_dir, scratch)
+        samples: dict[str, list[tuple[float, float]]] = {p: [] for p in PIPELINES}
+        for repetition in range(runs):
+            for pipeline in PIPELINES:
+                samples[pipeline].append(measure(pipeline, case_dir, scratch))
+                wall, peak = samples[pipeline][-1]
+                print(f"  {case.name} {pipeline} run {repetition + 1}: {wall:.2f} s, {peak:.0f} MiB", file=sys.stderr)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "case": case.name,
+        "format": case.format,
+        "size": case.size,
+        "parameters": parameters(case_dir),
+        "runs": runs,
+        "samples": samples,
+        "median": {
+            p: {"wall_s": statistics.median(w for w, _ in s), "peak_mib": statistics.median(m for _, m in s)}
+            for p, s in samples.items()
+        },
+    }
+
+
+def table(results: list[dict[str, object]]) -> str:
+    lines = [
+        "| case | parameters | pipeline | wall (s) | peak RSS (MiB) |",
+        "|---|---:|---|---:|---:|",
+    ]
+    ratios = [
+        "| case | command / seed wall | command / seed memory | core / floor wall | core / floor memory |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        median: dict[str, dict[str, float]] = result["median"]  # type: ignore[assignment]
+        millions = float(result["parameters"]) / 1e6  # type: ignore[arg-type]
+        for pipeline in PIPELINES:
+            m = median[pipeline]
+            lines.append(
+                f"| {result['case']} | {millions:.1f}M | {pipeline} | {m['wall_s']:.2f} | {m['peak_mib']:.0f} |"
+            )
+        wall = {p: median[p]["wall_s"] for p in PIPELINES}
+        peak = {p: median[p]["peak_mib"] for p in PIPELINES}
+        ratios.append(
+            f"| {result['case']} | {wall['command'] / wall['seed']:.2f} | {peak['command'] / peak['seed']:.2f} "
+            f"| {wall['core'] / wall['floor']:.2f} | {peak['core'] / peak['floor']:.2f} |"
+        )
+    return "\n".join(lines) + "\n\n" + "\n".join(ratios)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per pipeline and case (median)")
+    parser.add_argument("--cases", nargs="*", default=[c.name for c in CASES], help="e.g. ast-base s3prl-large")
+    parser.add_argument("--work", type=Path, default=HERE.parent / ".bench", help="where the inputs are built")
+    parser.add_argument("--results", type=Path, default=HERE / "results.json")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for case in CASES:
+        if case.name in args.cases:
+            print(f"{case.name}: building inputs (once) and running {args.runs} x {len(PIPELINES)}", file=sys.stderr)
+            results.append(run_case(case, args.work.absolute(), args.runs))
+    args.results.write_text(json.dumps(results, indent=1))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
