@@ -28,6 +28,19 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-empty-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Under mutation testing each mutant's run stops at its first failing test (-x): run the cheap
+# library-level tests before the equivalence, golden and command tests.
+MUTATION_ORDER = ["test_mapping", "test_mapping_properties", "test_s3prl_properties", "test_safe_load", "test_output",
+                  "test_fuzz", "test_ast_equivalence", "test_s3prl_equivalence", "test_goldens", "test_ast_goldens",
+                  "test_s3prl_goldens", "test_ast_cli", "test_s3prl_cli"]  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        rank = {name: i for i, name in enumerate(MUTATION_ORDER)}
+        items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--published-dir",

@@ -33,6 +33,18 @@ def test_split_then_merge_is_the_identity(rows: int, columns: int, parts: int, s
     assert isinstance(split.inverse(), Merge) and split.inverse().inverse() == split
 
 
+@given(rows=st.integers(1, 8), columns=st.integers(1, 16), parts=st.integers(1, 4), seed=st.integers(0, 2**31))
+def test_split_and_merge_along_the_last_dimension_round_trip(rows: int, columns: int, parts: int, seed: int) -> None:
+    fused = random_tensor((rows, columns * parts), seed)
+    split = Split("fused", tuple(f"part{i}" for i in range(parts)), dim=1)
+    chunks = split.apply((fused,), ("fused",))
+    assert all(c.shape == (rows, columns) for c in chunks)
+    merge = split.inverse()
+    assert merge.dim == 1 and merge.inverse() == split
+    (merged,) = merge.apply(chunks, split.targets)
+    assert torch.equal(merged, fused)
+
+
 def tiny_ast_config(hidden: int, heads: int, depth: int, labels: int = 3) -> ASTConfig:
     return ASTConfig(
         hidden_size=hidden,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from converters import output
 from converters.errors import ConversionError
-from converters.output import check_target, clean_stale, make_staging, publish
+from converters.output import _alive, _exchange, check_target, clean_stale, make_staging, publish
 
 
 def staged(target: Path, files: dict[str, str]) -> Path:
@@ -33,6 +36,73 @@ def test_overwrite_swaps_the_whole_directory(tmp_path: Path) -> None:
     publish(staged(target, {"a.json": "new"}), target, overwrite=True)
     assert [p.name for p in target.iterdir()] == ["a.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_overwrite_is_one_atomic_exchange_where_the_system_has_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Linux the old target is swapped out in one step: no moment without a complete target."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+
+    def no_two_step_replace(*args: object) -> None:
+        raise AssertionError("the target was replaced in two steps")
+
+    monkeypatch.setattr(output.os, "replace", no_two_step_replace)
+    publish(staged(target, {"a.json": "new"}), target, overwrite=True)
+    assert [p.name for p in target.iterdir()] == ["a.json"]
+
+
+def test_overwrite_without_an_atomic_exchange_retires_the_old_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """File systems without RENAME_EXCHANGE: the old target is moved aside, replaced, then removed."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    monkeypatch.setattr(output, "_exchange", lambda a, b: False)
+    publish(staged(target, {"a.json": "new"}), target, overwrite=True)
+    assert [p.name for p in target.iterdir()] == ["a.json"]
+    assert (target / "a.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_published_files_get_the_permissions_a_plain_write_would(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    previous = os.umask(0o027)
+    try:
+        publish(staged(target, {"a.json": "new"}), target, overwrite=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((target / "a.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+
+
+def test_exchange_swaps_two_paths_and_names_a_missing_one(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    assert _exchange(tmp_path / "a", tmp_path / "b") is True
+    assert (tmp_path / "a").read_text() == "b" and (tmp_path / "b").read_text() == "a"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        _exchange(tmp_path / "a", tmp_path / "missing")
+
+
+def test_liveness_is_probed_without_disturbing_the_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _alive(sleeper.pid)
+        assert sleeper.poll() is None, "probing sent the process a signal that ended it"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not _alive(sleeper.pid)
+
+    def not_ours(pid: int, signal: int) -> None:
+        raise PermissionError(pid)
+
+    monkeypatch.setattr(output.os, "kill", not_ours)
+    assert _alive(sleeper.pid), "another user's live process must count as alive"
 
 
 def test_a_non_empty_target_is_refused_without_overwrite(tmp_path: Path) -> None:

@@ -60,19 +60,6 @@ class Variant:
     def checkpoint_filename(self) -> str:
         return urlparse(self.url).path.rsplit("/", 1)[-1]
 
-    def patch_grid(self, num_mel_bins: int = 128, patch_size: int = 16) -> tuple[int, int]:
-        """(frequency, time) patches of the stride-``stride`` convolution over a max_length input."""
-        return (
-            (num_mel_bins - patch_size) // self.frequency_stride + 1,
-            (self.max_length - patch_size) // self.time_stride + 1,
-        )
-
-    @property
-    def num_positions(self) -> int:
-        """Rows of ``pos_embed``: one per patch plus the class and distillation tokens."""
-        frequency, time = self.patch_grid()
-        return frequency * time + 2
-
 
 AUDIOSET_SAMPLE = "sample_audio.flac"  # hub dataset nielsr/audio-spectogram-transformer-checkpoint
 SPEECH_COMMANDS_SAMPLE = "speech_commands_v2_validation_0.wav"  # speech_commands v0.02, validation[0]
