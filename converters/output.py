@@ -24,14 +24,12 @@ RETIRED_PREFIX = ".retired-"
 
 
 def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Write tensors as safetensors; views that share storage (qkv chunks) are copied, others not."""
-    seen: set[tuple[int, int]] = set()
-    owned: dict[str, torch.Tensor] = {}
-    for key, tensor in tensors.items():
-        storage = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
-        owned[key] = tensor.clone() if storage in seen or not tensor.is_contiguous() else tensor
-        seen.add(storage)
-    save_file(owned, str(path), metadata={"format": "pt"})
+    """Write tensors as safetensors straight from their memory (a memory-mapped checkpoint, say).
+
+    The qkv chunks are disjoint views of one tensor, which safetensors writes as they are; only a view
+    that is not contiguous (a split along a later dimension) is copied.
+    """
+    save_file({key: tensor.contiguous() for key, tensor in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
 def check_target(target: Path, overwrite: bool) -> None:

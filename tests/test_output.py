@@ -12,7 +12,7 @@ import pytest
 
 from converters import output
 from converters.errors import ConversionError
-from converters.output import _alive, _exchange, check_target, clean_stale, make_staging, publish
+from converters.output import _alive, _exchange, check_target, clean_stale, make_staging, publish, write_safetensors
 
 
 def staged(target: Path, files: dict[str, str]) -> Path:
@@ -127,3 +127,20 @@ def test_leftovers_of_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path) -
     assert sorted(clean_stale(target)) == sorted(stale)
     assert live.exists() and other.exists()
     assert not target.exists()
+
+
+def test_views_are_written_as_they_are_without_duplication(tmp_path: Path) -> None:
+    import torch
+    from safetensors import safe_open
+
+    fused = torch.arange(48, dtype=torch.float32).reshape(6, 8)
+    rows, columns = fused.chunk(3, dim=0), fused.chunk(2, dim=1)  # disjoint views; the columns are not contiguous
+    tensors = {**{f"row{i}": t for i, t in enumerate(rows)}, **{f"column{i}": t for i, t in enumerate(columns)}}
+    write_safetensors(tensors, tmp_path / "model.safetensors")
+    with safe_open(tmp_path / "model.safetensors", "pt") as written:
+        assert written.metadata() == {"format": "pt"}
+        assert set(written.keys()) == set(tensors)
+        for key, tensor in tensors.items():
+            assert torch.equal(written.get_tensor(key), tensor), key
+    header = int.from_bytes((tmp_path / "model.safetensors").read_bytes()[:8], "little")
+    assert (tmp_path / "model.safetensors").stat().st_size == 8 + header + 2 * fused.numel() * 4
