@@ -7,6 +7,7 @@ the one every release reads.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -53,3 +54,18 @@ def load_serialized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Mo
     if unassigned:
         raise KeyError(f"not given: {sorted(unassigned)[:3]}")
     return model
+
+
+Digest = tuple[str, tuple[int, ...], str]
+
+
+def digests(tensors: dict[str, torch.Tensor]) -> dict[str, Digest]:
+    """dtype, shape and SHA-256 of every tensor's bytes: bitwise identity, checkable after the tensors are gone.
+
+    Lets a conversion free the model it wrote before loading the written files back to compare them.
+    """
+    result = {}
+    for key, tensor in tensors.items():
+        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+        result[key] = (str(tensor.dtype), tuple(tensor.shape), hashlib.sha256(data.data).hexdigest())
+    return result

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import ASTConfig, ASTForAudioClassification
 
-from converters.hub_layout import assign_serialized, load_serialized, serialized_state
+from converters.hub_layout import assign_serialized, digests, load_serialized, serialized_state
 
 CONFIG = ASTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, max_length=16)
 
@@ -49,3 +49,16 @@ def test_assign_serialized_reports_what_was_not_given() -> None:
 def test_an_unknown_serialized_key_is_named() -> None:
     with pytest.raises(KeyError, match=r"nonexistent\.weight"):
         assign_serialized(model(), {"nonexistent.weight": torch.zeros(1)})
+
+
+def test_digests_tell_bitwise_identity_dtype_and_shape() -> None:
+    base = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    same = digests({"w": base.clone()})
+    assert digests({"w": base}) == same
+    assert digests({"w": base.reshape(3, 2)}) != same
+    assert digests({"w": base.double()})["w"][2] != same["w"][2]
+    assert digests({"w": base.to(torch.bfloat16)})["w"][:2] == ("torch.bfloat16", (2, 3))
+    nudged = base.clone()
+    nudged[1, 2] = torch.nextafter(nudged[1, 2], torch.tensor(10.0))
+    assert digests({"w": nudged}) != same
+    assert digests({"w": torch.tensor(-0.0)}) != digests({"w": torch.tensor(0.0)})  # torch.equal says equal

@@ -8,6 +8,8 @@ the same one-line cause.
 from __future__ import annotations
 
 import copy
+import gc
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,9 +21,9 @@ from converters.ast.config import Backbone, backbone_of, feature_extractor, hf_c
 from converters.ast.convert import Converted, check_shapes, convert, source_spec, target_spec, write
 from converters.ast.labels import cached_hub_id2label
 from converters.ast.mapping import AST_MAPPING
-from converters.ast.original import OriginalAST, load_original
+from converters.ast.original import load_original
 from converters.audio import probe_signal, read_audio
-from converters.hub_layout import serialized_state
+from converters.hub_layout import Digest, digests, serialized_state
 from converters.safe_load import as_state_dict, check_weights, load_checkpoint
 
 LOGITS_ATOL = 1e-4  # transformers' AST integration test uses atol=1e-4 on the published slice
@@ -32,30 +34,57 @@ def dtype_tolerance(dtype: torch.dtype, scale: float) -> float:
     return max(LOGITS_ATOL, 4 * torch.finfo(dtype).eps * max(1.0, scale))
 
 
-@pytest.fixture(scope="session")
-def source(conversion: Any) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class Staged:
+    """What the checks keep of a written conversion: no tensors, so nothing holds the checkpoint's memory."""
+
+    converted: Converted  # its tensors replaced by shape-only (meta) tensors
+    digests: dict[str, Digest]
+
+
+def load_source(conversion: Any) -> dict[str, torch.Tensor]:
+    """The checkpoint, memory-mapped afresh: each check drops it when done, so the checkpoint and the
+    written model are never in memory together."""
     return as_state_dict(load_checkpoint(conversion.checkpoint), str(conversion.checkpoint))
 
 
-@pytest.fixture(scope="session")
-def backbone(source: dict[str, torch.Tensor]) -> Backbone:
-    return backbone_of(source)
+def release() -> None:
+    gc.collect()  # models hold reference cycles: unmap the checkpoint now, not at some later allocation
 
 
 @pytest.fixture(scope="session")
-def converted(conversion: Any, source: dict[str, torch.Tensor]) -> Converted:
-    return convert(source, conversion.variant, where=str(conversion.checkpoint))
+def backbone(conversion: Any) -> Backbone:
+    return backbone_of(load_source(conversion))
 
 
 @pytest.fixture(scope="session")
-def staged(conversion: Any, converted: Converted) -> Any:
+def staged(conversion: Any) -> Staged:
+    converted = convert(load_source(conversion), conversion.variant, where=str(conversion.checkpoint))
     write(converted, conversion.staging)
-    return conversion.staging
+    shapes = {key: torch.empty(t.shape, dtype=t.dtype, device="meta") for key, t in converted.tensors.items()}
+    staged = Staged(replace(converted, tensors=shapes), digests(converted.tensors))
+    del converted
+    release()
+    return staged
 
 
 @pytest.fixture(scope="session")
-def reloaded(staged: Any) -> tuple[ASTForAudioClassification, dict[str, Any]]:
-    loaded: Any = ASTForAudioClassification.from_pretrained(staged, output_loading_info=True)
+def original_logits(conversion: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The original implementation's logits on every input, computed before the written model is loaded."""
+    with torch.no_grad():
+        original = load_original(load_source(conversion), conversion.variant)
+        logits = {name: original(features) for name, features in inputs.items()}
+    del original
+    release()
+    return logits
+
+
+@pytest.fixture(scope="session")
+def reloaded(
+    conversion: Any, staged: Staged, original_logits: dict[str, torch.Tensor]
+) -> tuple[ASTForAudioClassification, dict[str, Any]]:
+    # after original_logits: the original model and the checkpoint are gone before this one loads
+    loaded: Any = ASTForAudioClassification.from_pretrained(conversion.staging, output_loading_info=True)
     model, info = loaded
     return model.eval(), info
 
@@ -65,11 +94,6 @@ def reloaded_float32(reloaded: tuple[ASTForAudioClassification, dict[str, Any]])
     """The written model in float32: the checkpoint's own values, compared without reduced-precision noise."""
     model, _ = reloaded
     return model if model.dtype == torch.float32 else copy.deepcopy(model).float()
-
-
-@pytest.fixture(scope="session")
-def original(conversion: Any, source: dict[str, torch.Tensor]) -> OriginalAST:
-    return load_original(source, conversion.variant)
 
 
 @pytest.fixture(scope="session")
@@ -85,46 +109,48 @@ def inputs(conversion: Any) -> dict[str, torch.Tensor]:
     return features
 
 
-def test_source_loads_safely(source: dict[str, torch.Tensor]) -> None:
+def test_source_loads_safely(conversion: Any) -> None:
     """The checkpoint loaded with weights_only=True into a flat mapping of names to tensors."""
-    assert source, "the checkpoint holds no tensors"
+    assert load_source(conversion), "the checkpoint holds no tensors"
 
 
-def test_source_weights_are_finite_floats(conversion: Any, source: dict[str, torch.Tensor]) -> None:
-    check_weights(source, str(conversion.checkpoint))
+def test_source_weights_are_finite_floats(conversion: Any) -> None:
+    check_weights(load_source(conversion), str(conversion.checkpoint))
 
 
-def test_every_source_key_is_consumed(conversion: Any, source: dict[str, torch.Tensor]) -> None:
-    AST_MAPPING.apply(source, where=str(conversion.checkpoint))
+def test_every_source_key_is_consumed(conversion: Any) -> None:
+    AST_MAPPING.apply(load_source(conversion), where=str(conversion.checkpoint))
 
 
-def test_source_shapes_fit_the_variant(conversion: Any, source: dict[str, torch.Tensor], backbone: Backbone) -> None:
-    check_shapes(source, source_spec(hf_config(conversion.variant, backbone)), conversion.variant)
+def test_source_shapes_fit_the_variant(conversion: Any, backbone: Backbone) -> None:
+    check_shapes(load_source(conversion), source_spec(hf_config(conversion.variant, backbone)), conversion.variant)
 
 
-def test_every_target_key_is_produced(converted: Converted) -> None:
+def test_every_target_key_is_produced(staged: Staged) -> None:
+    converted = staged.converted
     expected = target_spec(converted.config)
     missing = sorted(expected.keys() - converted.tensors.keys())
     extra = sorted(converted.tensors.keys() - expected.keys())
     assert not missing and not extra, f"missing target keys {missing[:3]}, unexpected target keys {extra[:3]}"
 
 
-def test_target_shapes_fit_the_config(converted: Converted) -> None:
+def test_target_shapes_fit_the_config(staged: Staged) -> None:
+    converted = staged.converted
     check_shapes(converted.tensors, target_spec(converted.config), converted.variant)
 
 
-def test_written_files_reload_exactly(converted: Converted, reloaded: tuple[Any, dict[str, Any]]) -> None:
+def test_written_files_reload_exactly(staged: Staged, reloaded: tuple[Any, dict[str, Any]]) -> None:
     model, info = reloaded
     problems = {name: info[name] for name in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
     assert not any(problems.values()), f"from_pretrained reported {problems}"
-    state = serialized_state(model)
-    assert state.keys() == converted.tensors.keys()
-    for key, tensor in converted.tensors.items():
-        assert state[key].dtype == tensor.dtype and torch.equal(state[key], tensor), f"{key} changed on reload"
+    written = digests(serialized_state(model))
+    assert written.keys() == staged.digests.keys()
+    for key, digest in staged.digests.items():
+        assert written[key] == digest, f"{key} changed on reload"
 
 
-def test_feature_extractor_matches_the_recipe(conversion: Any, staged: Any) -> None:
-    written = ASTFeatureExtractor.from_pretrained(staged)
+def test_feature_extractor_matches_the_recipe(conversion: Any, staged: Staged) -> None:
+    written = ASTFeatureExtractor.from_pretrained(conversion.staging)
     dataset = conversion.variant.dataset
     assert (written.mean, written.std, written.max_length) == (
         dataset.feature_mean,
@@ -135,11 +161,14 @@ def test_feature_extractor_matches_the_recipe(conversion: Any, staged: Any) -> N
 
 @torch.no_grad()
 def test_logits_match_the_original_implementation(
-    reloaded_float32: ASTForAudioClassification, original: OriginalAST, inputs: dict[str, torch.Tensor], measure: Any
+    reloaded_float32: ASTForAudioClassification,
+    original_logits: dict[str, torch.Tensor],
+    inputs: dict[str, torch.Tensor],
+    measure: Any,
 ) -> None:
     worst = ("", 0.0)
     for name, features in inputs.items():
-        difference = (reloaded_float32(input_values=features).logits - original(features)).abs().max().item()
+        difference = (reloaded_float32(input_values=features).logits - original_logits[name]).abs().max().item()
         worst = max(worst, (name, difference), key=lambda item: item[1])
     measure(worst[1], LOGITS_ATOL)
     assert worst[1] <= LOGITS_ATOL, (
@@ -150,15 +179,18 @@ def test_logits_match_the_original_implementation(
 
 @torch.no_grad()
 def test_logits_in_the_checkpoint_dtype(
-    reloaded: tuple[Any, dict[str, Any]], original: OriginalAST, inputs: dict[str, torch.Tensor], measure: Any
+    reloaded: tuple[Any, dict[str, Any]],
+    original_logits: dict[str, torch.Tensor],
+    inputs: dict[str, torch.Tensor],
+    measure: Any,
 ) -> None:
     """Run as written (float16 or bfloat16 stays so), the model is off by no more than its precision costs."""
     model, _ = reloaded
     if model.dtype == torch.float32:
         pytest.skip("float32 checkpoint: the check above runs it as written")
     worst = (0.0, LOGITS_ATOL)
-    for features in inputs.values():
-        reference = original(features)
+    for name, features in inputs.items():
+        reference = original_logits[name]
         difference = (model(input_values=features.to(model.dtype)).logits.float() - reference).abs().max().item()
         tolerance = dtype_tolerance(model.dtype, reference.abs().max().item())
         worst = max(worst, (difference, tolerance), key=lambda item: item[0] / item[1])
@@ -182,7 +214,8 @@ def test_logits_match_the_published_slice(
     )
 
 
-def test_labels_agree_with_the_hub_label_file(converted: Converted) -> None:
+def test_labels_agree_with_the_hub_label_file(staged: Staged) -> None:
+    converted = staged.converted
     hub = cached_hub_id2label(converted.variant.dataset)
     if hub is None:
         pytest.skip(f"{converted.variant.dataset.hub_label_file} is not in the local Hugging Face cache")

@@ -5,6 +5,7 @@ The ``conversion`` fixture (``converters.s3prl.cli.S3PRLConversion``) comes from
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from converters.audio import probe_signal
-from converters.hub_layout import serialized_state
+from converters.hub_layout import Digest, digests, serialized_state
 from converters.s3prl.checkpoint import S3PRLCheckpoint, read
 from converters.s3prl.convert import (
     Target,
@@ -48,20 +49,21 @@ def base(conversion: Any) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built(base: Path, target: Target, head: dict[str, torch.Tensor]) -> Any:
-    return build_model(base, target, head)
-
-
-@pytest.fixture(scope="session")
-def staged(conversion: Any, base: Path, built: Any) -> Path:
+def staged(conversion: Any, base: Path, target: Target, head: dict[str, torch.Tensor]) -> dict[str, Digest]:
+    """Build the model, write it, and keep only the digests of what it held: it is freed before the
+    written files are loaded back, so that the conversion never holds two copies of the base model."""
+    built = build_model(base, target, head)
     built.save_pretrained(conversion.staging)
     feature_extractor(base).save_pretrained(conversion.staging)
-    return Path(conversion.staging)
+    written = digests(serialized_state(built))
+    del built
+    gc.collect()  # the model holds reference cycles: free its weights now, before the reload allocates more
+    return written
 
 
 @pytest.fixture(scope="session")
-def reloaded(staged: Path, target: Target) -> tuple[Any, dict[str, Any]]:
-    loaded: Any = target.model_class.from_pretrained(staged, output_loading_info=True)
+def reloaded(conversion: Any, staged: dict[str, Digest], target: Target) -> tuple[Any, dict[str, Any]]:
+    loaded: Any = target.model_class.from_pretrained(conversion.staging, output_loading_info=True)
     model, info = loaded
     return model.eval(), info
 
@@ -91,29 +93,31 @@ def test_head_shapes_fit_the_config(head: dict[str, torch.Tensor]) -> None:
     assert head, "no head weights were converted"
 
 
-def test_the_base_model_fits_the_config(built: Any) -> None:
-    assert built is not None
+def test_the_base_model_fits_the_config(staged: dict[str, Digest]) -> None:
+    assert staged, "the built model holds no tensors"
 
 
-def test_written_files_reload_exactly(built: Any, head: dict[str, torch.Tensor], reloaded: tuple[Any, Any]) -> None:
+def test_written_files_reload_exactly(
+    staged: dict[str, Digest], head: dict[str, torch.Tensor], reloaded: tuple[Any, Any]
+) -> None:
     model, info = reloaded
     problems = {name: info[name] for name in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
     assert not any(problems.values()), f"from_pretrained reported {problems}"
-    written, expected = serialized_state(model), serialized_state(built)
-    assert written.keys() == expected.keys()
-    for key, tensor in expected.items():
-        assert torch.equal(written[key], tensor), f"{key} changed on reload"
+    written = serialized_state(model)
+    assert written.keys() == staged.keys()
+    for key, digest in digests(written).items():
+        assert digest == staged[key], f"{key} changed on reload"
     for key, tensor in head.items():
         assert torch.equal(written[key], tensor), f"{key} is not the checkpoint's tensor"
 
 
 def test_head_matches_s3prl(
-    checkpoint: S3PRLCheckpoint, target: Target, reloaded: tuple[Any, Any], staged: Path, measure: Any
+    conversion: Any, checkpoint: S3PRLCheckpoint, target: Target, reloaded: tuple[Any, Any], measure: Any
 ) -> None:
     """Fed the same hidden states, s3prl's own head and the converted one agree at every stage."""
     model, _ = reloaded
     waveforms = [probe_signal(1.2, seed=1), probe_signal(0.7, seed=2)]
-    differences = stage_differences(model, checkpoint, target, waveforms, feature_extractor(staged))
+    differences = stage_differences(model, checkpoint, target, waveforms, feature_extractor(conversion.staging))
     stage, worst = max(differences.items(), key=lambda item: item[1])
     measure(worst, ATOL)
     assert worst <= ATOL, f"{stage} differs from s3prl's by {worst:.3g} (tolerance {ATOL:g}); all: " + ", ".join(
