@@ -30,9 +30,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Under mutation testing each mutant's run stops at its first failing test (-x): run the cheap
 # library-level tests before the equivalence, golden and command tests.
-MUTATION_ORDER = ["test_mapping", "test_mapping_properties", "test_s3prl_properties", "test_safe_load", "test_output",
-                  "test_fuzz", "test_ast_equivalence", "test_s3prl_equivalence", "test_goldens", "test_ast_goldens",
-                  "test_s3prl_goldens", "test_ast_cli", "test_s3prl_cli"]  # fmt: skip
+MUTATION_ORDER = [
+    "test_errors", "test_mapping", "test_mapping_properties", "test_s3prl_checkpoint", "test_hub_layout",
+    "test_s3prl_properties", "test_safe_load", "test_output", "test_fuzz", "test_ast_equivalence",
+    "test_s3prl_equivalence", "test_goldens", "test_ast_goldens", "test_s3prl_goldens", "test_ast_cli",
+    "test_s3prl_cli",
+]  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -106,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    results = []
+    fresh = []
     for case in CASES:
         if case.name in args.cases:
             print(f"{case.name}: building inputs (once) and running {args.runs} x {len(PIPELINES)}", file=sys.stderr)
-            results.append(run_case(case, args.work.absolute(), args.runs))
-    args.results.write_text(json.dumps(results, indent=1))
-    print(table(results))
+            fresh.append(run_case(case, args.work.absolute(), args.runs))
+    print(table(fresh))
+    # Cases not run this time keep their last figures, so that sizes can be measured in separate runs.
+    kept = json.loads(args.results.read_text()) if args.results.exists() else []
+    measured = {r["case"] for r in fresh}
+    merged = [r for r in kept if r["case"] not in measured] + fresh
+    order = [c.name for c in CASES]
+    args.results.write_text(json.dumps(sorted(merged, key=lambda r: order.index(r["case"])), indent=1))
     return 0
 
 

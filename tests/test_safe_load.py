@@ -123,3 +123,13 @@ def test_bad_weights_are_named(tensor: torch.Tensor, cause: str) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_floating_dtypes_pass(dtype: torch.dtype) -> None:
     check_weights({"w": torch.randn(3).to(dtype)}, "ckpt.pth")
+
+
+def test_the_one_dtype_is_returned_and_a_mix_names_both_keys() -> None:
+    from converters.safe_load import weights_dtype
+
+    assert weights_dtype({}, "nothing") == torch.float32
+    assert weights_dtype({"a": torch.zeros(1, dtype=torch.bfloat16)}, "x") == torch.bfloat16
+    mixed = {"a": torch.zeros(1), "b": torch.zeros(1), "c": torch.zeros(1, dtype=torch.float16)}
+    with pytest.raises(ConversionError, match=r"^ckpt mixes dtypes: a is torch.float32, c is torch.float16; "):
+        weights_dtype(mixed, "ckpt")
