@@ -29,39 +29,21 @@ def test_publish_creates_the_target_from_the_staging_directory(tmp_path: Path) -
     assert (target / "a.json").read_text() == "new"
 
 
-def test_overwrite_swaps_the_whole_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("system", ["atomic exchange", "no exchange"])
+def test_overwrite_replaces_the_whole_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, system: str) -> None:
+    """Linux swaps the old target out in one step, never a two-step replace; on file systems without
+    RENAME_EXCHANGE the old target is moved aside, replaced, then removed."""
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.bin").write_text("old")
-    publish(staged(target, {"a.json": "new"}), target, overwrite=True)
-    assert [p.name for p in target.iterdir()] == ["a.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    if system == "atomic exchange":
 
+        def no_two_step_replace(*args: object) -> None:
+            raise AssertionError("the target was replaced in two steps")
 
-def test_overwrite_is_one_atomic_exchange_where_the_system_has_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On Linux the old target is swapped out in one step: no moment without a complete target."""
-    target = tmp_path / "out"
-    target.mkdir()
-    (target / "old.bin").write_text("old")
-
-    def no_two_step_replace(*args: object) -> None:
-        raise AssertionError("the target was replaced in two steps")
-
-    monkeypatch.setattr(output.os, "replace", no_two_step_replace)
-    publish(staged(target, {"a.json": "new"}), target, overwrite=True)
-    assert [p.name for p in target.iterdir()] == ["a.json"]
-
-
-def test_overwrite_without_an_atomic_exchange_retires_the_old_target(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """File systems without RENAME_EXCHANGE: the old target is moved aside, replaced, then removed."""
-    target = tmp_path / "out"
-    target.mkdir()
-    (target / "old.bin").write_text("old")
-    monkeypatch.setattr(output, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(output.os, "replace", no_two_step_replace)
+    else:
+        monkeypatch.setattr(output, "_exchange", lambda a, b: False)
     publish(staged(target, {"a.json": "new"}), target, overwrite=True)
     assert [p.name for p in target.iterdir()] == ["a.json"]
     assert (target / "a.json").read_text() == "new"
