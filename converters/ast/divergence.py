@@ -1,0 +1,61 @@
+"""The AST divergence locator: the original (timm's DeiT) and transformers' AST, stage beside stage.
+
+Both models run in float64, so that rounding (about 1e-15 of a value) cannot hide a mapping mistake
+as small as a wrong LayerNorm eps, which in float32 first shows near the logits.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from converters.ast.original import OriginalAST
+from converters.locator import Divergence, Stage, Tap, locate
+
+# float64 rounding moves a stage by ~1e-14 of its magnitude; eps 1e-12 for 1e-6 moves block 0 by ~1e-7.
+ATOL = RTOL = 1e-9
+HEAD_NOTE = "by design: the original's head LayerNorm has eps 1e-5, ASTConfig one eps (1e-6) for all"
+
+
+def hf_layers(model: Any) -> nn.ModuleList:
+    """The transformer blocks: ``layers`` in transformers 5, ``encoder.layer`` in 4.x."""
+    base = model.audio_spectrogram_transformer
+    return base.layers if hasattr(base, "layers") else base.encoder.layer
+
+
+def ast_stages(original: OriginalAST, converted: Any, head_tolerance: float) -> list[Stage]:
+    """Every stage of the forward pass, in order. A block's MLP stage is the block's output (after the
+    MLP's residual): transformers 4.x folds that residual into its MLP module, 5.x does not."""
+    base = converted.audio_spectrogram_transformer
+    v = original.v
+    stages = [
+        Stage("patch embedding", Tap(v.patch_embed.proj), Tap(base.embeddings.patch_embeddings.projection)),
+        Stage("positional embedding", Tap(v.pos_drop), Tap(base.embeddings)),
+    ]
+    # zip stops at the shorter: a converted model with fewer blocks diverges at the final norm
+    block: Any
+    layer: Any
+    for n, (block, layer) in enumerate(zip(v.blocks, hf_layers(converted), strict=False)):
+        stages.append(Stage(f"block {n} attention", Tap(block.attn), Tap(layer.attention)))
+        stages.append(Stage(f"block {n} MLP", Tap(block), Tap(layer)))
+    stages.append(Stage("final norm", Tap(v.norm), Tap(base.layernorm)))
+    stages.append(Stage("head", Tap(original.mlp_head), Tap(converted.classifier), head_tolerance, HEAD_NOTE))
+    return stages
+
+
+def locate_divergence(
+    original: OriginalAST, converted: nn.Module, features: torch.Tensor, head_tolerance: float
+) -> Divergence:
+    """Where ``converted`` leaves ``original`` on ``features`` (batch, frames, 128); neither model is changed."""
+    original64 = copy.deepcopy(original).double().eval()
+    converted64 = copy.deepcopy(converted).double().eval()
+    x = features.double()
+
+    def run() -> None:
+        original64(x)
+        converted64(input_values=x)
+
+    return locate(ast_stages(original64, converted64, head_tolerance), run, atol=ATOL, rtol=RTOL)
