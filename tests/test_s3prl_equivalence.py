@@ -16,14 +16,17 @@ import torch
 
 from converters.audio import probe_signal
 from converters.s3prl.checkpoint import read
-from converters.s3prl.convert import Target, build_model, convert_head, feature_extractor, read_config
-from converters.s3prl.equivalence import ATOL, s3prl_expert, stage_differences
+from converters.s3prl.convert import Target, base_attribute, build_model, convert_head, feature_extractor, read_config
+from converters.s3prl.equivalence import ATOL, compare_with_s3prl, s3prl_expert
 from converters.s3prl.families import FAMILIES, Head
 from converters.s3prl.original import XVECTOR_DILATIONS, XVECTOR_KERNELS, featurizer, weighted_sum
 from fixtures.inputs import speech
 from fixtures.s3prl_checkpoints import ALL_CASES, SUPERB, TINY, S3PRLCase
+from fixtures.transformers_versions import gates
 
-CASES = [pytest.param(family, head, id=family.model_class(head)) for family, head in ALL_CASES]
+CASES = [
+    pytest.param(family, head, id=family.model_class(head), marks=gates(family.name)) for family, head in ALL_CASES
+]
 SIZES = [pytest.param(TINY, id="tiny"), pytest.param(SUPERB, id="superb", marks=pytest.mark.slow)]
 WAV2VEC2 = FAMILIES[0]
 
@@ -47,10 +50,10 @@ def test_converted_head_equals_s3prl(
 ) -> None:  # fmt: skip
     case = s3prl_case(family, head, size)
     model, target, checkpoint = converted(case, tmp_path)
-    differences = stage_differences(model, checkpoint, target, waveforms(), feature_extractor(case.base))
-    for stage, value in differences.items():
-        record_property(f"largest difference: {stage}", value)
-    assert max(differences.values()) <= ATOL, differences
+    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    for stage in divergence.stages:
+        record_property(f"largest difference: {stage.stage}", stage.difference)
+    assert divergence.first is None, divergence.table()
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ def xvector(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> tuple[Any, 
 
 
 def s3prl_features(model: Any, checkpoint: Any, inputs: Any, out: Any) -> list[torch.Tensor]:
-    base = getattr(model, model.base_model_prefix)
+    base = getattr(model, base_attribute(model))
     s3prl_featurizer = featurizer(base)
     s3prl_featurizer.load_state_dict(checkpoint.featurizer)
     summed = weighted_sum(s3prl_featurizer, out.hidden_states)
@@ -121,28 +124,47 @@ def test_padded_batches_pool_different_frames(xvector: tuple[Any, Any, Any, Any]
     assert torch.allclose(captured["pooled"][long], stages["pooling"][long], atol=ATOL, rtol=0)
 
 
-def scrambled(tensors: dict[str, torch.Tensor], key: str) -> dict[str, torch.Tensor]:
-    """A head weight laid out wrongly: a TDNN kernel's (context, width) order transposed, else rows reversed."""
-    tensor = tensors[key]
-    if key.startswith("tdnn."):
-        out, flat = tensor.shape
-        context = flat // TINY.tdnn[0]
-        tensor = tensor.view(out, context, flat // context).transpose(1, 2).reshape(out, flat)
-    else:
-        tensor = tensor.flip(0)
-    return {**tensors, key: tensor}
+def tdnn_context_and_width_transposed(tensor: torch.Tensor) -> torch.Tensor:
+    """A TDNN kernel read as (width, context) where it is (context, width): the unfold layout mistake."""
+    out, flat = tensor.shape
+    context = flat // TINY.tdnn[0]
+    return tensor.view(out, context, flat // context).transpose(1, 2).reshape(out, flat)
+
+
+def transposed(tensor: torch.Tensor) -> torch.Tensor:
+    """A Linear weight read in (in, out) order where it is stored (out, in): same shape, wrong layout."""
+    return tensor.t().reshape(tensor.shape)
+
+
+def rows_reversed(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.flip(0)
 
 
 @pytest.mark.parametrize(
-    ("head", "key"),
-    [(Head.XVECTOR, "tdnn.1.kernel.weight"), (Head.SEQUENCE, "projector.weight"), (Head.FRAME, "classifier.weight")],
+    ("head", "key", "mistake", "stage"),
+    [
+        (Head.XVECTOR, "projector.weight", transposed, "projector"),
+        (Head.XVECTOR, "tdnn.1.kernel.weight", tdnn_context_and_width_transposed, "tdnn 1"),
+        (Head.XVECTOR, "tdnn.4.kernel.bias", rows_reversed, "tdnn 4"),
+        (Head.XVECTOR, "feature_extractor.weight", rows_reversed, "linear1"),
+        (Head.XVECTOR, "classifier.weight", rows_reversed, "linear2"),
+        (Head.SEQUENCE, "projector.weight", transposed, "projector"),
+        (Head.SEQUENCE, "classifier.weight", rows_reversed, "classifier"),
+        (Head.FRAME, "classifier.weight", transposed, "classifier"),
+    ],
+    ids=lambda value: getattr(value, "__name__", None),
 )
-def test_a_wrongly_laid_out_head_is_detected(
-    head: Head, key: str, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
-) -> None:
-    """The comparison with s3prl can fail: one weight laid out wrongly moves it far past the tolerance."""
+def test_a_wrongly_laid_out_head_weight_is_located(
+    head: Head, key: str, mistake: Callable[[torch.Tensor], torch.Tensor], stage: str,
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path,
+) -> None:  # fmt: skip
+    """The comparison with s3prl can fail, and names the stage whose weight is wrong: every stage before
+    it agrees, and it is far past the tolerance."""
     case = s3prl_case(WAV2VEC2, head)
     checkpoint, target = read(case.checkpoint), read_config(case.config)
-    model = build_model(case.base, target, scrambled(convert_head(checkpoint, target), key))
-    differences = stage_differences(model, checkpoint, target, waveforms(), feature_extractor(case.base))
-    assert max(differences.values()) > 1000 * ATOL, differences
+    head_weights = convert_head(checkpoint, target)
+    model = build_model(case.base, target, {**head_weights, key: mistake(head_weights[key])})
+    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    first = divergence.first
+    assert first is not None and first.stage == stage, divergence.table()
+    assert first.difference > 1000 * ATOL, divergence.table()

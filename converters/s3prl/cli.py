@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         target=args.model_dump_path,
         overwrite=args.overwrite,
         push_to_hub=args.push_to_hub,
+        junitxml=args.junitxml,
     )
 
 

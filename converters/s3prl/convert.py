@@ -53,11 +53,17 @@ def read_config(path: Path) -> Target:
     return Target(family, head, config)
 
 
+def base_attribute(model: Any) -> str:
+    """The attribute holding the base model. Not ``base_model_prefix``: transformers 4.x gives SEW-D's as
+    ``sew-d`` while the attribute (and every serialized key) is ``sew_d``."""
+    return next(name for name, child in model.named_children() if isinstance(child, transformers.PreTrainedModel))
+
+
 def head_spec(target: Target) -> dict[str, torch.Tensor]:
     """The head's serialized keys and shapes for this config (meta tensors; the base model left out)."""
     with torch.device("meta"):
         model = target.model_class(target.config)
-    prefix = model.base_model_prefix + "."
+    prefix = base_attribute(model) + "."
     return {k: v for k, v in serialized_state(model).items() if not k.startswith(prefix)}
 
 

@@ -1,7 +1,11 @@
-"""A converted model against s3prl's own head, fed the same upstream hidden states, stage by stage."""
+"""A converted model against s3prl's own head, fed the same upstream hidden states, stage by stage.
+
+The stages are read with forward hooks on both sides (``converters.locator``): the report names the first
+stage where the converted head leaves s3prl's."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,14 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from converters.locator import Divergence, Stage, StageDifference, Tap, first_input, locate
 from converters.s3prl.checkpoint import S3PRLCheckpoint
-from converters.s3prl.convert import Target
+from converters.s3prl.convert import Target, base_attribute
 from converters.s3prl.families import Head
 from converters.s3prl.original import (
     DiarizationExpert,
     SpeakerVerificationExpert,
     UtteranceExpert,
     featurizer,
+    upstream_hidden_states,
     weighted_sum,
 )
 
@@ -40,73 +46,93 @@ def s3prl_expert(target: Target, checkpoint: S3PRLCheckpoint) -> nn.Module:
     return expert.eval()
 
 
-class Capture:
-    """Forward hooks that keep a module's input or output (no copy of either model's code)."""
+def _relu_then(module: nn.Module, args: tuple[Any, ...], out: Any) -> torch.Tensor:
+    """transformers' x-vector classifier applied as s3prl applies linear2: to ReLU(linear1). The difference
+    by design (s3prl's ReLU) is put on the converted side, so that linear2's own weights are compared."""
+    return module.forward(torch.relu(args[0]))  # forward(), not __call__: no hook fires inside a hook
 
-    def __init__(self) -> None:
-        self.values: dict[str, torch.Tensor] = {}
-        self.handles: list[Any] = []
 
-    def input(self, name: str, module: nn.Module) -> None:
-        self.handles.append(module.register_forward_hook(lambda m, args, out: self.values.__setitem__(name, args[0])))
+def head_stages(model: Any, expert: nn.Module, head: Head) -> list[Stage]:
+    """The head's stages, s3prl's module (original) beside transformers' (converted), in forward order."""
+    s3prl: Any = expert
+    if head is Head.SEQUENCE:
+        return [
+            Stage("weighted sum", Tap(s3prl.projector, first_input), Tap(model.projector, first_input)),
+            Stage("projector", Tap(s3prl.projector), Tap(model.projector)),
+            Stage("pooling", Tap(s3prl.model.pooling), Tap(model.classifier, first_input)),
+            Stage("classifier", Tap(s3prl.model.post_net), Tap(model.classifier)),
+        ]
+    if head is Head.FRAME:
+        return [
+            Stage("weighted sum", Tap(s3prl.model.linear, first_input), Tap(model.classifier, first_input)),
+            Stage("classifier", Tap(s3prl.model.linear), Tap(model.classifier)),
+        ]
+    xvector = s3prl.model
+    extractor = xvector.utterancelevel_feature_extractor
+    tdnns = xvector.framelevel_feature_extractor.module
+    return [
+        Stage("weighted sum", Tap(s3prl.connector, first_input), Tap(model.projector, first_input)),
+        Stage("projector", Tap(s3prl.connector), Tap(model.projector)),
+        *(
+            Stage(f"tdnn {n}", Tap(s3prl_tdnn), Tap(hf_tdnn))
+            for n, (s3prl_tdnn, hf_tdnn) in enumerate(zip(tdnns, model.tdnn, strict=False))
+        ),
+        Stage("pooling", Tap(xvector.agg_method), Tap(model.feature_extractor, first_input)),
+        Stage("linear1", Tap(extractor.linear1), Tap(model.feature_extractor)),
+        Stage("linear2", Tap(extractor.linear2), Tap(model.classifier, _relu_then)),
+    ]
 
-    def output(self, name: str, module: nn.Module) -> None:
-        self.handles.append(module.register_forward_hook(lambda m, args, out: self.values.__setitem__(name, out)))
 
-    def __enter__(self) -> Capture:
-        return self
+def _worst(found: list[Divergence]) -> Divergence:
+    """Per stage, the largest difference over several runs (the tolerances are the same in each)."""
+    return Divergence(
+        tuple(max(runs, key=lambda s: s.difference) for runs in zip(*(d.stages for d in found), strict=True))
+    )
 
-    def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
-            handle.remove()
+
+@torch.no_grad()
+def compare_with_s3prl(
+    model: Any, checkpoint: S3PRLCheckpoint, target: Target, waveforms: Sequence[np.ndarray], extractor: Any
+) -> Divergence:
+    """Every stage of ``model`` beside s3prl's own head fed the same hidden states, one utterance at a time.
+
+    One at a time, because a padded frame would differ between the two by design at every frame-level
+    stage (s3prl pads with zeros after the weighted sum, transformers runs the head over padded hidden
+    states and masks later). Sequence and frame heads are also compared on one padded batch, which is how
+    they are used: the last row, ``logits, padded batch``. The x-vector head is not: in padded batches
+    s3prl's statistic pooling counts one padded frame (a difference by design, measured by the tests).
+    """
+    expert = s3prl_expert(target, checkpoint)
+    base = getattr(model, base_attribute(model))
+    s3prl_featurizer = featurizer(base) if target.config.use_weighted_layer_sum else None
+    if s3prl_featurizer is not None:
+        s3prl_featurizer.load_state_dict(checkpoint.featurizer, strict=True)
+    stages = head_stages(model, expert, target.head)
+
+    def run(batch: list[np.ndarray]) -> tuple[Any, Any, list[int]]:
+        inputs = extractor(batch, sampling_rate=16000, padding=True, return_tensors="pt")
+        if target.family.s3prl_upstream:
+            with upstream_hidden_states(base) as hidden:
+                out = model(**inputs, output_hidden_states=True)
+        else:
+            out = model(**inputs, output_hidden_states=True)
+            hidden = list(out.hidden_states)
+        summed = weighted_sum(s3prl_featurizer, hidden) if s3prl_featurizer is not None else hidden[-1]
+        lengths = base._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
+        return out, expert([summed[i, :n] for i, n in enumerate(lengths)]), lengths
+
+    found = [locate(stages, functools.partial(run, [waveform]), atol=ATOL) for waveform in waveforms]
+    divergence = _worst(found)
+    if target.head is Head.XVECTOR or len(waveforms) < 2:
+        return divergence
+    out, reference, lengths = run(list(waveforms))
+
+    def valid(logits: torch.Tensor, i: int, n: int) -> torch.Tensor:  # frame logits: the utterance's frames
+        return logits[i, :n] if target.head is Head.FRAME else logits[i]
+
+    padded = max(_largest(valid(out.logits, i, n), valid(reference, i, n)) for i, n in enumerate(lengths))
+    return Divergence((*divergence.stages, StageDifference("logits, padded batch", padded, ATOL)))
 
 
 def _largest(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item() if a.numel() else 0.0
-
-
-@torch.no_grad()
-def stage_differences(
-    model: Any, checkpoint: S3PRLCheckpoint, target: Target, waveforms: Sequence[np.ndarray], extractor: Any
-) -> dict[str, float]:
-    """Largest absolute difference per stage between ``model`` and s3prl, over the given waveforms.
-
-    Sequence and frame heads run on one padded batch. The x-vector head runs one utterance at a time:
-    in padded batches s3prl's statistic pooling counts one padded frame (a difference by design,
-    measured by the tests), which would hide everything else.
-    """
-    expert = s3prl_expert(target, checkpoint)
-    base = getattr(model, model.base_model_prefix)
-    s3prl_featurizer = featurizer(base) if target.config.use_weighted_layer_sum else None
-    if s3prl_featurizer is not None:
-        s3prl_featurizer.load_state_dict(checkpoint.featurizer, strict=True)
-    batches = [[w] for w in waveforms] if target.head is Head.XVECTOR else [list(waveforms)]
-    worst: dict[str, float] = {}
-    for batch in batches:
-        inputs = extractor(batch, sampling_rate=16000, padding=True, return_tensors="pt")
-        with Capture() as capture:
-            first = model.classifier if target.head is Head.FRAME else model.projector
-            capture.input("weighted sum", first)
-            if target.head is Head.XVECTOR:
-                capture.output("tdnn", model.tdnn[-1])
-                capture.input("pooling", model.feature_extractor)
-            out = model(**inputs, output_hidden_states=True)
-        lengths = base._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
-        hidden = out.hidden_states
-        summed = weighted_sum(s3prl_featurizer, hidden) if s3prl_featurizer is not None else hidden[-1]
-        features = [summed[i, :n] for i, n in enumerate(lengths)]
-        found = {"weighted sum": max(_largest(capture.values["weighted sum"][i, :n], f) for i, (n, f) in
-                                     enumerate(zip(lengths, features, strict=True)))}  # fmt: skip
-        if target.head is Head.SEQUENCE:
-            found["logits"] = _largest(out.logits, expert(features))
-        elif target.head is Head.FRAME:
-            reference = expert(features)
-            found["logits"] = max(_largest(out.logits[i, :n], reference[i, :n]) for i, n in enumerate(lengths))
-        else:
-            stages = expert(features)
-            found["tdnn"] = _largest(capture.values["tdnn"], stages["tdnn"])
-            found["pooling"] = _largest(capture.values["pooling"], stages["pooling"])
-            found["embeddings"] = _largest(out.embeddings, stages["linear1"])
-        for stage, value in found.items():
-            worst[stage] = max(worst.get(stage, 0.0), value)
-    return worst

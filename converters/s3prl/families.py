@@ -23,6 +23,9 @@ ALL_HEADS = (Head.SEQUENCE, Head.FRAME, Head.XVECTOR)
 class Family:
     name: str  # class-name prefix: Wav2Vec2, WavLM, ...
     heads: tuple[Head, ...]
+    # s3prl ships an upstream for it (wav2vec2, wavlm, unispeech_sat, hubert, data2vec experts), whose
+    # hidden states are the reference; SEW and SEW-D have none, so transformers' own hidden states are.
+    s3prl_upstream: bool = True
 
     @property
     def config_class(self) -> str:
@@ -42,8 +45,8 @@ FAMILIES = (
     Family("Data2VecAudio", ALL_HEADS),
     Family("Wav2Vec2Conformer", ALL_HEADS),
     Family("UniSpeech", (Head.SEQUENCE,)),
-    Family("SEW", (Head.SEQUENCE,)),
-    Family("SEWD", (Head.SEQUENCE,)),
+    Family("SEW", (Head.SEQUENCE,), s3prl_upstream=False),
+    Family("SEWD", (Head.SEQUENCE,), s3prl_upstream=False),
 )
 
 SUPPORTED = {family.model_class(head): (family, head) for family in FAMILIES for head in family.heads}

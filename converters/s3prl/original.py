@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -108,6 +108,27 @@ class HiddenStatesUpstream(nn.Module):
         padded = pad_sequence(wavs, batch_first=True)
         outputs = self.inner(padded, output_hidden_states=True)
         return {"hidden_states": list(outputs.hidden_states)}
+
+
+@contextlib.contextmanager
+def upstream_hidden_states(base_model: Any) -> Iterator[list[torch.Tensor]]:
+    """The hidden states s3prl's upstream experts hand the Featurizer, read while ``base_model`` runs.
+
+    s3prl's wav2vec2, hubert, wavlm, unispeech_sat and data2vec experts hook the input of every encoder
+    layer and the encoder's output (``add_hook("self.model.encoder.layers[i]", input[0])``, then
+    ``add_hook("self.model.encoder", output[0])``). The same hooks here give the reference independently of
+    transformers' ``output_hidden_states`` bookkeeping: with a final encoder LayerNorm (stable-layer-norm
+    models, Wav2Vec2Conformer), transformers 5 leaves that norm out of ``hidden_states[-1]``, s3prl does not.
+    """
+    states: list[torch.Tensor] = []
+    encoder = base_model.encoder
+    handles = [layer.register_forward_pre_hook(lambda m, args: states.append(args[0])) for layer in encoder.layers]
+    handles.append(encoder.register_forward_hook(lambda m, args, out: states.append(out[0])))
+    try:
+        yield states
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def featurizer(base_model: Any, normalize: bool = False, layer_selection: int | None = None) -> Featurizer:
