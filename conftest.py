@@ -32,7 +32,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # library-level tests before the equivalence, golden and command tests.
 MUTATION_ORDER = [
     "test_errors", "test_mapping", "test_mapping_properties", "test_s3prl_checkpoint", "test_hub_layout",
-    "test_s3prl_properties", "test_safe_load", "test_output", "test_fuzz", "test_ast_equivalence",
+    "test_s3prl_properties", "test_safe_load", "test_output", "test_fuzz", "test_transformers_versions",
+    "test_ast_equivalence", "test_ast_divergence",
     "test_s3prl_equivalence", "test_goldens", "test_ast_goldens", "test_s3prl_goldens", "test_ast_cli",
     "test_s3prl_cli",
 ]  # fmt: skip
@@ -88,12 +89,25 @@ def published_dir(request: pytest.FixtureRequest) -> Path | None:
     return Path(value) if value else None
 
 
+GOLDEN_DRIFT = "golden drift"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Which goldens drifted and by how much, in one place (xdist carries user_properties to here)."""
+    drifts = [value for report in terminalreporter.stats.get("failed", [])
+              for key, value in report.user_properties if key == GOLDEN_DRIFT]  # fmt: skip
+    if drifts:
+        terminalreporter.section("golden drift (review, then `tox -e regen` to accept)")
+        for line in drifts:
+            terminalreporter.line(line)
+
+
 @pytest.fixture
 def golden(request: pytest.FixtureRequest, ndarrays_regression: object) -> Callable[..., None]:
     """``golden(name, {key: array}, atol=...)``: compare with fixtures/goldens/NAME.npz (`tox -e regen`)."""
     import numpy as np
 
-    from fixtures.golden_files import GOLDENS, write_sidecar
+    from fixtures.golden_files import GOLDENS, drift_of, write_sidecar
 
     regenerating = request.config.getoption("force_regen") or request.config.getoption("regen_all")
 
@@ -103,6 +117,13 @@ def golden(request: pytest.FixtureRequest, ndarrays_regression: object) -> Calla
             ndarrays_regression.check(  # type: ignore[attr-defined]
                 arrays, fullpath=path, default_tolerance={"atol": atol, "rtol": 0.0}
             )
+        except AssertionError:
+            if path.exists():  # drifted, not missing: say by how much, for the summary at the end of the run
+                stored = np.load(path)
+                for key, array in arrays.items():
+                    drift = drift_of(stored[key], array) if key in stored.files else "not in the golden file"
+                    request.node.user_properties.append((GOLDEN_DRIFT, f"{name}[{key}]: {drift} (atol {atol:g})"))
+            raise
         finally:
             if regenerating:
                 write_sidecar(path, arrays, atol)

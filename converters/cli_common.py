@@ -18,6 +18,13 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--push_to_hub", metavar="REPO_ID", default=None, help="upload the output to this hub repository once written"
     )
+    parser.add_argument(
+        "--junitxml",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="also write the checks' results as JUnit XML (for CI), whether or not they pass",
+    )
 
 
 def push(directory: Path, repo_id: str) -> None:
@@ -37,6 +44,7 @@ def run_conversion(
     target: Path,
     overwrite: bool,
     push_to_hub: str | None,
+    junitxml: Path | None = None,
 ) -> int:
     """Run ``checks`` on a conversion staged beside ``target``; publish it only if all passed.
 
@@ -49,7 +57,7 @@ def run_conversion(
         check_target(target, overwrite)
         clean_stale(target)
         staging = make_staging(target)
-        result = run_checks(checks, make_conversion(staging))
+        result = run_checks(checks, make_conversion(staging), junitxml=junitxml)
         print("\n" + result.table())
         if not result.passed:
             raise ConversionError(result.cause)

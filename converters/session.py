@@ -94,6 +94,7 @@ def measure(request: pytest.FixtureRequest) -> Any:
 
     def record(difference: float, tolerance: float) -> None:
         measured[request.node.name] = (float(difference), float(tolerance))
+        request.node.user_properties += [("largest_difference", f"{difference:.6g}"), ("tolerance", f"{tolerance:g}")]
 
     return record
 
@@ -138,8 +139,11 @@ class ConversionPlugin:
         self.outcomes[name] = outcome
 
 
-def run_checks(checks: Path, conversion: object, *, quiet: bool = False) -> SessionResult:
+def run_checks(checks: Path, conversion: object, *, quiet: bool = False, junitxml: Path | None = None) -> SessionResult:
     """Run the checks in ``checks`` (a test module) against ``conversion`` in a pytest session of its own.
+
+    ``junitxml``: also write the results there (each check a test case, its measured difference and
+    tolerance as properties).
 
     The session ignores the caller's pytest configuration (ini files, conftest.py, PYTEST_ADDOPTS):
     the checks must be the same wherever the command runs.
@@ -170,6 +174,8 @@ def run_checks(checks: Path, conversion: object, *, quiet: bool = False) -> Sess
         "-W",
         "ignore:At least one mel filter has all zero values:UserWarning",
     ]
+    if junitxml is not None:
+        args += [f"--junitxml={junitxml.absolute()}", "-o", "junit_suite_name=" + checks.parent.name + " conversion"]
     saved = os.environ.pop("PYTEST_ADDOPTS", None)
     from transformers.utils import logging as transformers_logging
 

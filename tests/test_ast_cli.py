@@ -12,14 +12,20 @@ import json
 import random
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import torch
 
+from converters.ast import convert as ast_convert
 from converters.ast.cli import SAMPLE_REPO
 from converters.ast.labels import HUB_LABEL_REPO, id2label
+from converters.ast.mapping import AST_MAPPING
 from converters.ast.variants import AUDIOSET_SAMPLE, BY_NAME, VARIANTS
+from converters.mapping import KeyMapping, Split
 from fixtures import commands
 from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
 from fixtures.inputs import SPEECH
@@ -226,3 +232,39 @@ def test_bad_weights_are_refused_naming_the_tensor(
     torch.save(state, tmp_path / "bad.pth")
     output = tmp_path / "out"
     assert_refused(run(tmp_path / "bad.pth", output), output, cause)
+
+
+def test_junit_xml_lists_every_check_with_its_measured_difference(checkpoint: Path, tmp_path: Path) -> None:
+    report = tmp_path / "checks.xml"
+    result = run(checkpoint, tmp_path / "out", "--junitxml", str(report))
+    assert result.returncode == 0, result.stderr[-2000:]
+    cases = {case.get("name"): case for case in ElementTree.parse(report).iter("testcase")}
+    assert {"test_source_loads_safely", "test_written_files_reload_exactly"} <= cases.keys()
+    assert not [name for name, case in cases.items() if case.find("failure") is not None]
+    logits = cases["test_logits_match_the_original_implementation"]
+    properties = {p.get("name"): p.get("value", "") for p in logits.iter("property")}
+    assert float(properties["largest_difference"]) <= float(properties["tolerance"]) == 1e-4
+
+
+def query_and_key_swapped(mapping: KeyMapping) -> KeyMapping:
+    """The mapping with every fused qkv split sending q's rows to key and k's to query."""
+
+    def swap(rule: Any) -> Any:
+        return replace(rule, targets=(rule.targets[1], rule.targets[0], *rule.targets[2:]))
+
+    return KeyMapping(tuple(swap(rule) if isinstance(rule, Split) else rule for rule in mapping.rules))
+
+
+def test_a_broken_mapping_is_refused_naming_the_first_diverging_stage(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ast_convert, "AST_MAPPING", query_and_key_swapped(AST_MAPPING))
+    report = tmp_path / "checks.xml"
+    result = run(checkpoint, tmp_path / "out", "--junitxml", str(report))
+    assert_refused(result, tmp_path / "out", "test_logits_match_the_original_implementation",
+                   "first divergence at block 0 attention")  # fmt: skip
+    assert "block 0 attention" in result.stdout and "<- first divergence" in result.stdout
+    cases = ElementTree.parse(report).iter("testcase")
+    assert [case.get("name") for case in cases if case.find("failure") is not None] == [
+        "test_logits_match_the_original_implementation"
+    ]
