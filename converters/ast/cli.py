@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         target=args.pytorch_dump_folder_path,
         overwrite=args.overwrite,
         push_to_hub=args.push_to_hub,
+        junitxml=args.junitxml,
     )
 
 
