@@ -114,7 +114,8 @@ class _Recorder:
             handle.remove()
 
 
-def _difference(original: torch.Tensor, converted: torch.Tensor) -> float:
+def largest_difference(original: torch.Tensor, converted: torch.Tensor) -> float:
+    """Largest absolute difference (in float64); infinite where the shapes differ."""
     if original.shape != converted.shape:
         return float("inf")
     if not original.numel():
@@ -147,7 +148,7 @@ def locate(stages: Sequence[Stage], run: Callable[[], object], *, atol: float, r
         if original is None or converted is None:
             difference, scale = float("inf"), 0.0
         else:
-            difference, scale = _difference(original, converted), _largest(original)
+            difference, scale = largest_difference(original, converted), _largest(original)
         tolerance = stage.tolerance if stage.tolerance is not None else atol + rtol * scale
         found.append(StageDifference(stage.name, difference, tolerance, stage.note))
     return Divergence(tuple(found))

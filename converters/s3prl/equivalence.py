@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters.locator import Divergence, Stage, StageDifference, Tap, first_input, locate
+from converters.locator import Divergence, Stage, StageDifference, Tap, first_input, largest_difference, locate
 from converters.s3prl.checkpoint import S3PRLCheckpoint
 from converters.s3prl.convert import Target, base_attribute
 from converters.s3prl.families import Head
@@ -130,9 +130,5 @@ def compare_with_s3prl(
     def valid(logits: torch.Tensor, i: int, n: int) -> torch.Tensor:  # frame logits: the utterance's frames
         return logits[i, :n] if target.head is Head.FRAME else logits[i]
 
-    padded = max(_largest(valid(out.logits, i, n), valid(reference, i, n)) for i, n in enumerate(lengths))
+    padded = max(largest_difference(valid(out.logits, i, n), valid(reference, i, n)) for i, n in enumerate(lengths))
     return Divergence((*divergence.stages, StageDifference("logits, padded batch", padded, ATOL)))
-
-
-def _largest(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item() if a.numel() else 0.0
