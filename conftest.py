@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import json
+import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +29,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # set before transformers is imported, and inherited by the commands the tests run.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-empty-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -41,8 +46,12 @@ MUTATION_ORDER = [
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("MUTANT_UNDER_TEST"):
+        # A mutant runs under -x: its cheapest tests first, so a killed mutant costs the least. mutmut's stats
+        # run measured every test (mutmut-stats.json, in the mutants/ directory the tests run from).
+        stats = Path("mutmut-stats.json")
+        duration = json.loads(stats.read_text()).get("duration_by_test", {}) if stats.exists() else {}
         rank = {name: i for i, name in enumerate(MUTATION_ORDER)}
-        items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+        items.sort(key=lambda item: (duration.get(item.nodeid, math.inf), rank.get(item.path.stem, len(rank))))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

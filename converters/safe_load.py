@@ -12,9 +12,10 @@ name the file and the cause.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,26 @@ def check_archive(path: Path) -> None:
         raise ConversionError(f"checkpoint {path}: member {damaged!r} fails its CRC check; the file is corrupt")
 
 
+# Inside ``archives_checked_once``: the version (device, inode, size, mtime) of each file already checked.
+_verified: dict[Path, tuple[int, int, int, int]] | None = None
+
+
+@contextlib.contextmanager
+def archives_checked_once() -> Iterator[None]:
+    """Within: a file whose version was checked is not checked again (its CRCs are not re-read).
+
+    A conversion's checks each load the checkpoint afresh, so that none holds it for long; the command
+    reads its CRCs once. A file rewritten in between has a new version and is checked again. Outside,
+    every load checks: a test may rewrite a file in place within one clock tick.
+    """
+    global _verified
+    previous, _verified = _verified, {}
+    try:
+        yield
+    finally:
+        _verified = previous
+
+
 def load_checkpoint(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
     """``torch.load`` with ``weights_only=True``, memory-mapped where the format allows.
 
@@ -80,9 +101,14 @@ def load_checkpoint(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"checkpoint {path} does not exist or is not a file")
-    if path.stat().st_size == 0:
+    status = path.stat()
+    if status.st_size == 0:
         raise ConversionError(f"checkpoint {path} is empty")
-    check_archive(path)
+    version = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    if _verified is None or _verified.get(path.resolve()) != version:
+        check_archive(path)
+        if _verified is not None:
+            _verified[path.resolve()] = version
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from converters.errors import ConversionError
-from converters.safe_load import as_state_dict, check_weights, load_checkpoint
+from converters import safe_load
+from converters.safe_load import archives_checked_once, as_state_dict, check_weights, load_checkpoint
 
 
 def valid_checkpoint_bytes() -> bytes:
@@ -98,6 +99,52 @@ def test_a_flipped_byte_fails_the_crc_check(tmp_path: Path) -> None:
     assert not torch.equal(silently["module.v.cls_token"], torch.load(io.BytesIO(VALID))["module.v.cls_token"])
     with pytest.raises(ConversionError, match="CRC"):
         load_checkpoint(path)
+
+
+def flipped_copy(tmp_path: Path, name: str) -> Path:
+    """VALID with one byte of a tensor flipped (a zip whose CRC check fails), at ``tmp_path / name``."""
+    archive = zipfile.ZipFile(io.BytesIO(VALID))
+    member = next(m for m in archive.infolist() if m.filename.endswith("/data/0"))
+    name_length, extra_length = struct.unpack("<HH", VALID[member.header_offset + 26 : member.header_offset + 30])
+    data = bytearray(VALID)
+    data[member.header_offset + 30 + name_length + extra_length] ^= 0x01
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    return path
+
+
+def counting_checks(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    checked: list[Path] = []
+    real = safe_load.check_archive
+    monkeypatch.setattr(safe_load, "check_archive", lambda path: (checked.append(path), real(path))[1])
+    return checked
+
+
+def test_every_load_checks_the_archive_outside_a_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.pth"
+    path.write_bytes(VALID)
+    checked = counting_checks(monkeypatch)
+    load_checkpoint(path)
+    load_checkpoint(path)
+    assert checked == [path, path]
+
+
+def test_a_conversion_checks_each_file_version_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.pth"
+    path.write_bytes(VALID)
+    checked = counting_checks(monkeypatch)
+    with archives_checked_once():
+        load_checkpoint(path)
+        load_checkpoint(path)
+        assert checked == [path]
+        # replaced by a damaged file (a new inode, as any editor or download leaves it): checked again, refused
+        flipped_copy(tmp_path, "flipped.pth").replace(path)
+        with pytest.raises(ConversionError, match="CRC"):
+            load_checkpoint(path)
+        assert checked == [path, path]
+    path.write_bytes(VALID)
+    load_checkpoint(path)  # outside again: checked, as before the conversion
+    assert checked == [path, path, path]
 
 
 def test_the_legacy_format_is_refused_with_the_reason(tmp_path: Path) -> None:

@@ -93,21 +93,26 @@ class SpeakerVerificationExpert(nn.Module):
         }
 
 
-class HiddenStatesUpstream(nn.Module):
-    """An s3prl upstream whose hidden states are a transformers model's: what the Featurizer sees."""
+class ShapeOnlyUpstream(nn.Module):
+    """What s3prl's Featurizer asks of its upstream when it is built: how many hidden states, how wide.
 
-    def __init__(self, model: Any, downsample_rate: int) -> None:
+    The Featurizer learns that by running the upstream once on a second of noise. The answer is in the
+    base model's config, so no forward of a (possibly 300M-parameter) model is spent on it; the hidden
+    states the Featurizer then weighs are read while the model runs (``upstream_hidden_states``).
+    """
+
+    def __init__(self, config: Any, downsample_rate: int) -> None:
         super().__init__()
-        self.inner = model
+        self.layers = config.num_hidden_layers + 1  # the encoder's input, then every layer's output
+        self.width = config.hidden_size
         self.downsample_rate = downsample_rate
 
     def get_downsample_rates(self, key: str) -> int:
         return self.downsample_rate
 
     def forward(self, wavs: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-        padded = pad_sequence(wavs, batch_first=True)
-        outputs = self.inner(padded, output_hidden_states=True)
-        return {"hidden_states": list(outputs.hidden_states)}
+        frames = max(len(wav) for wav in wavs) // self.downsample_rate
+        return {"hidden_states": [torch.zeros(len(wavs), frames, self.width) for _ in range(self.layers)]}
 
 
 @contextlib.contextmanager
@@ -140,7 +145,7 @@ def featurizer(base_model: Any, normalize: bool = False, layer_selection: int | 
     rate = int(torch.tensor(strides).prod().item())
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         return Featurizer(
-            HiddenStatesUpstream(base_model, rate),
+            ShapeOnlyUpstream(base_model.config, rate),
             upstream_device="cpu",
             layer_selection=layer_selection,
             normalize=normalize,
