@@ -9,8 +9,8 @@ from pathlib import Path
 
 from converters.errors import ConversionError, first_line
 from converters.output import check_target, clean_stale, discard, make_staging, publish
-from converters.session import run_checks
 from converters.safe_load import archives_checked_once
+from converters.session import run_checks
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converters.errors import ConversionError
 from converters import safe_load
+from converters.errors import ConversionError
 from converters.safe_load import archives_checked_once, as_state_dict, check_weights, load_checkpoint
 
 
@@ -116,7 +116,12 @@ def flipped_copy(tmp_path: Path, name: str) -> Path:
 def counting_checks(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     checked: list[Path] = []
     real = safe_load.check_archive
-    monkeypatch.setattr(safe_load, "check_archive", lambda path: (checked.append(path), real(path))[1])
+
+    def check(path: Path) -> None:
+        checked.append(path)
+        real(path)
+
+    monkeypatch.setattr(safe_load, "check_archive", check)
     return checked
 
 
