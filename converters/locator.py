@@ -72,6 +72,10 @@ class Divergence:
     def first(self) -> StageDifference | None:
         return next((stage for stage in self.stages if stage.diverged), None)
 
+    def worst(self) -> StageDifference:
+        """The stage with the largest difference relative to its (positive) tolerance: the one a report quotes."""
+        return max(self.stages, key=lambda stage: stage.difference / stage.tolerance)
+
     def summary(self) -> str:
         first = self.first
         if first is None:

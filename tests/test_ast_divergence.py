@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 from transformers import ASTForAudioClassification
 
 from converters.ast.config import Backbone
 from converters.ast.convert import Converted, convert, write
-from converters.ast.divergence import HEAD_NOTE, locate_divergence
+from converters.ast.divergence import ATOL, HEAD_NOTE, RTOL, hf_layers, locate_divergence
 from converters.ast.original import OriginalAST
 from converters.ast.variants import BY_NAME
 from fixtures.ast_checkpoints import original_model, original_state_dict
@@ -129,6 +131,29 @@ def test_a_faithful_conversion_leaves_no_stage(faithful: tuple[OriginalAST, Conv
     assert len(stages) == 2 + 2 * SIX_BLOCKS.num_layers + 2
     assert max(s.difference for s in divergence.stages[:-1]) < 1e-12
     assert 1e-7 < stages["head"].difference <= LOGITS_ATOL and stages["head"].note == HEAD_NOTE
+    # below the head, tolerances scale with each stage's magnitude: atol + rtol x largest |value|
+    assert all(ATOL + RTOL * 1.0 < s.tolerance < ATOL + RTOL * 1e4 for s in divergence.stages[:-1])
+    assert stages["head"].tolerance == 1e-4
+
+
+def test_a_converted_model_with_fewer_blocks_diverges_after_the_last_shared_one(
+    faithful: tuple[OriginalAST, Converted], tmp_path: Path
+) -> None:
+    original, converted = faithful
+    model = written(converted, tmp_path)
+    del hf_layers(model)[4:]  # a config with four blocks: the checkpoint's last two are not run
+    divergence = locate_divergence(original, model, speech_features(SPEECH_COMMANDS), LOGITS_ATOL)
+    names = [s.stage for s in divergence.stages]
+    assert names[-4:] == ["block 3 attention", "block 3 MLP", "final norm", "head"]
+    assert divergence.first is not None and divergence.first.stage == "final norm", divergence.table()
+
+
+def test_the_blocks_are_found_in_the_transformers_4_layout() -> None:
+    blocks = nn.ModuleList([nn.Identity()])
+    model = SimpleNamespace(audio_spectrogram_transformer=SimpleNamespace(encoder=SimpleNamespace(layer=blocks)))
+    assert hf_layers(model) is blocks
+    newer = SimpleNamespace(audio_spectrogram_transformer=SimpleNamespace(layers=blocks, encoder=None))
+    assert hf_layers(newer) is blocks
 
 
 def test_the_locator_changes_neither_model(faithful: tuple[OriginalAST, Converted], tmp_path: Path) -> None:

@@ -44,6 +44,13 @@ def test_assign_serialized_reports_what_was_not_given() -> None:
     assert len(assign_serialized(model(), target)) == 1
     with pytest.raises(KeyError, match="not given"):
         load_serialized(model(), target)
+    for key in sorted(target)[:4]:
+        del target[key]
+    unassigned = assign_serialized(model(), target)
+    assert len(unassigned) == 5
+    with pytest.raises(KeyError) as refused:
+        load_serialized(model(), target)
+    assert refused.value.args[0] == f"not given: {sorted(unassigned)[:3]}"  # the first three, not a wall of names
 
 
 def test_an_unknown_serialized_key_is_named() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import stat
 import subprocess
@@ -61,20 +63,55 @@ def test_published_files_get_the_permissions_a_plain_write_would(tmp_path: Path)
     assert stat.S_IMODE(target.stat().st_mode) == 0o750
 
 
-def test_exchange_swaps_two_paths_and_names_a_missing_one(tmp_path: Path) -> None:
-    (tmp_path / "a").write_text("a")
-    (tmp_path / "b").write_text("b")
-    assert _exchange(tmp_path / "a", tmp_path / "b") is True
+@pytest.mark.parametrize("where", ["absolute", "relative"])
+def test_exchange_swaps_two_paths_and_names_a_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths resolve against the working directory (AT_FDCWD)
+    base = tmp_path if where == "absolute" else Path()
+    (base / "a").write_text("a")
+    (base / "b").write_text("b")
+    assert _exchange(base / "a", base / "b") is True
     assert (tmp_path / "a").read_text() == "b" and (tmp_path / "b").read_text() == "a"
-    with pytest.raises(FileNotFoundError, match="missing"):
-        _exchange(tmp_path / "a", tmp_path / "missing")
+    with pytest.raises(FileNotFoundError) as refused:
+        _exchange(base / "a", base / "missing")
+    assert (refused.value.strerror, refused.value.filename) == ("No such file or directory", str(base / "missing"))
+
+
+class FakeLibc:
+    """A C library whose renameat2 fails with ``error``, as on a file system without RENAME_EXCHANGE."""
+
+    def __init__(self, error: int) -> None:
+        self.error = error
+
+    def renameat2(self, *args: object) -> int:
+        ctypes.set_errno(self.error)
+        return -1
+
+
+@pytest.mark.parametrize("error", [errno.EINVAL, errno.ENOSYS, errno.ENOTSUP])
+def test_exchange_reports_a_system_without_it(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    monkeypatch.setattr(output.ctypes, "CDLL", lambda *args, **kwargs: FakeLibc(error))
+    assert _exchange(Path("a"), Path("b")) is False
+
+
+def test_exchange_reports_a_c_library_without_renameat2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output.ctypes, "CDLL", lambda *args, **kwargs: object())
+    assert _exchange(Path("a"), Path("b")) is False
+
+    def no_library(*args: object, **kwargs: object) -> None:
+        raise OSError("no C library")
+
+    monkeypatch.setattr(output.ctypes, "CDLL", no_library)
+    assert _exchange(Path("a"), Path("b")) is False
 
 
 def test_liveness_is_probed_without_disturbing_the_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         assert _alive(sleeper.pid)
-        assert sleeper.poll() is None, "probing sent the process a signal that ended it"
+        with pytest.raises(subprocess.TimeoutExpired):  # still running: probing sent it no signal that ends it
+            sleeper.wait(timeout=0.5)
     finally:
         sleeper.kill()
         sleeper.wait()

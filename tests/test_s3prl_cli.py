@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from converters.s3prl.checkpoint import read
+from converters.s3prl.convert import convert_head, read_config
 from converters.s3prl.families import FAMILIES, Head
 from fixtures import commands
 from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
@@ -188,3 +191,25 @@ def test_a_non_finite_head_weight_is_named(s3prl_case: Callable[..., S3PRLCase],
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "inf.ckpt", checkpoint))
     refused(result, output, "Downstream.model.post_net.linear.bias holds 1 non-finite value")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_head_converts_exactly_widened(
+    dtype: torch.dtype, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """A head saved in float16 or bfloat16 joins the float32 base model widened, which is exact: the written
+    weights are the checkpoint's values, and s3prl's head holding the same values agrees at ATOL."""
+    case = s3prl_case(WAV2VEC2, Head.XVECTOR)
+    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.XVECTOR, TINY)
+    for part in ("Downstream", "Featurizer"):
+        checkpoint[part] = {key: value.to(dtype) for key, value in checkpoint[part].items()}
+    half = saved(tmp_path / "half.ckpt", checkpoint)
+    output = tmp_path / "out"
+    result = run(case, output, checkpoint=half)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "test_head_matches_s3prl PASSED" in result.stdout
+    written = load_file(output / "model.safetensors")
+    expected = convert_head(read(half), read_config(case.config))
+    assert {t.dtype for t in expected.values()} == {dtype}
+    for key, tensor in expected.items():
+        assert written[key].dtype == torch.float32 and torch.equal(written[key], tensor.float()), key

@@ -185,3 +185,17 @@ def test_the_one_dtype_is_returned_and_a_mix_names_both_keys() -> None:
     mixed = {"a": torch.zeros(1), "b": torch.zeros(1), "c": torch.zeros(1, dtype=torch.float16)}
     with pytest.raises(ConversionError, match=r"^ckpt mixes dtypes: a is torch.float32, c is torch.float16; "):
         weights_dtype(mixed, "ckpt")
+
+
+@pytest.mark.parametrize(
+    ("message", "cause"),
+    [
+        ("Invalid magic number; corrupt file?", "Invalid magic number; corrupt file?"),
+        ("PytorchStreamReader failed reading file data/0: invalid header. Please check the file.", "PytorchStreamReader failed reading file data/0: invalid header"),
+        ("Weights only load failed for model X. Re-running `torch.load` with ...\nmore", "Weights only load failed for model X"),
+        ("version 3.0 is newer.", "version 3.0 is newer"),
+    ],
+)  # fmt: skip
+def test_a_refusal_quotes_the_first_sentence_of_torchs_error(message: str, cause: str) -> None:
+    """torch follows the cause with paragraphs of advice; the one-line refusal keeps the cause."""
+    assert safe_load._first_line(RuntimeError(message)) == cause

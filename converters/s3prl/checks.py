@@ -27,6 +27,10 @@ from converters.s3prl.convert import (
 from converters.s3prl.equivalence import compare_with_s3prl
 from converters.safe_load import check_weights
 
+# The utterances both heads hear: two lengths, so that a padded batch has padding; any such pair reaches
+# every weight of the head.
+PROBES = ((1.2, 1), (0.7, 2))  # (seconds, noise seed)
+
 
 @pytest.fixture(scope="session")
 def checkpoint(conversion: Any) -> S3PRLCheckpoint:
@@ -95,7 +99,7 @@ def test_head_shapes_fit_the_config(head: dict[str, torch.Tensor]) -> None:
 
 
 def test_the_base_model_fits_the_config(staged: dict[str, Digest]) -> None:
-    assert staged, "the built model holds no tensors"
+    assert staged  # build_model refuses a base that does not fit; this check gives that refusal its row
 
 
 def test_written_files_reload_exactly(
@@ -117,8 +121,8 @@ def test_head_matches_s3prl(
 ) -> None:
     """Fed the same hidden states, s3prl's own head and the converted one agree at every stage."""
     model, _ = reloaded
-    waveforms = [probe_signal(1.2, seed=1), probe_signal(0.7, seed=2)]
+    waveforms = [probe_signal(seconds, seed=seed) for seconds, seed in PROBES]
     divergence = compare_with_s3prl(model, checkpoint, target, waveforms, feature_extractor(conversion.staging))
-    worst = max(divergence.stages, key=lambda stage: stage.difference / stage.tolerance)
+    worst = divergence.worst()
     measure(worst.difference, worst.tolerance)
     assert divergence.first is None, f"{divergence.summary()}\n{divergence.table()}"

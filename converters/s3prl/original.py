@@ -87,7 +87,6 @@ class SpeakerVerificationExpert(nn.Module):
         return {
             "tdnn": frames,
             "pooling": pooled,
-            "linear1": extractor.linear1(pooled),
             "inference": extractor.inference(pooled),  # what the expert scores trials with
             "training": extractor(pooled),
         }
