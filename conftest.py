@@ -36,9 +36,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Under mutation testing each mutant's run stops at its first failing test (-x): run the cheap
 # library-level tests before the equivalence, golden and command tests.
 MUTATION_ORDER = [
-    "test_errors", "test_locator", "test_mapping", "test_mapping_properties", "test_s3prl_checkpoint", "test_hub_layout",
-    "test_s3prl_properties", "test_safe_load", "test_output", "test_fuzz", "test_transformers_versions",
-    "test_ast_equivalence", "test_ast_divergence",
+    "test_errors", "test_locator", "test_mapping", "test_mapping_properties", "test_s3prl_checkpoint",
+    "test_hub_layout", "test_s3prl_properties", "test_safe_load", "test_output", "test_fuzz",
+    "test_transformers_versions", "test_ast_equivalence", "test_ast_divergence",
     "test_s3prl_equivalence", "test_goldens", "test_ast_goldens", "test_s3prl_goldens", "test_ast_cli",
     "test_s3prl_cli",
 ]  # fmt: skip

@@ -33,7 +33,8 @@ def chain(*biases: float) -> nn.Sequential:
 
 
 def stages(original: nn.Sequential, converted: nn.Sequential, **options: object) -> list[Stage]:
-    return [Stage(f"layer {i}", Tap(a), Tap(b), **options) for i, (a, b) in enumerate(zip(original, converted))]  # type: ignore[arg-type]
+    pairs = enumerate(zip(original, converted, strict=True))
+    return [Stage(f"layer {i}", Tap(a), Tap(b), **options) for i, (a, b) in pairs]  # type: ignore[arg-type]
 
 
 def run_both(original: nn.Module, converted: nn.Module, x: torch.Tensor | None = None) -> object:

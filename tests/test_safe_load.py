@@ -191,8 +191,8 @@ def test_the_one_dtype_is_returned_and_a_mix_names_both_keys() -> None:
     ("message", "cause"),
     [
         ("Invalid magic number; corrupt file?", "Invalid magic number; corrupt file?"),
-        ("PytorchStreamReader failed reading file data/0: invalid header. Please check the file.", "PytorchStreamReader failed reading file data/0: invalid header"),
-        ("Weights only load failed for model X. Re-running `torch.load` with ...\nmore", "Weights only load failed for model X"),
+        ("reading file data/0: invalid header. Please check the file.", "reading file data/0: invalid header"),
+        ("Weights only load failed for X. Re-running `torch.load` with ...\nmore", "Weights only load failed for X"),
         ("version 3.0 is newer.", "version 3.0 is newer"),
     ],
 )  # fmt: skip
