@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from converters.ast import convert as ast_convert
+from converters.ast.checks import LOGITS_ATOL, dtype_tolerance
 from converters.ast.cli import SAMPLE_REPO
 from converters.ast.labels import HUB_LABEL_REPO, id2label
 from converters.ast.mapping import AST_MAPPING
@@ -199,6 +200,13 @@ def test_the_cached_hub_sample_audio_is_used_when_none_is_given(
     output = tmp_path / "out"
     result = run(checkpoint, output, hub_cache=cache)
     assert_refused(result, output, "test_logits_match_the_published_slice")
+
+
+def test_the_half_precision_tolerance_is_a_few_rounding_steps_at_the_logits_scale() -> None:
+    assert dtype_tolerance(torch.float32, 100.0) == LOGITS_ATOL  # float32 runs within the published atol
+    assert dtype_tolerance(torch.float16, 0.5) == 4 * 2**-10  # logits below 1 count as 1
+    assert dtype_tolerance(torch.float16, 3.0) == 4 * 2**-10 * 3
+    assert dtype_tolerance(torch.bfloat16, 1.0) == 4 * 2**-7
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)

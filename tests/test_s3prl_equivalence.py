@@ -54,6 +54,14 @@ def test_converted_head_equals_s3prl(
     for stage in divergence.stages:
         record_property(f"largest difference: {stage.stage}", stage.difference)
     assert divergence.first is None, divergence.table()
+    assert [stage.stage for stage in divergence.stages] == STAGE_NAMES[head]
+
+
+STAGE_NAMES = {
+    Head.SEQUENCE: ["weighted sum", "projector", "pooling", "classifier", "logits, padded batch"],
+    Head.FRAME: ["weighted sum", "classifier", "logits, padded batch"],
+    Head.XVECTOR: ["weighted sum", "projector", *(f"tdnn {n}" for n in range(5)), "pooling", "linear1", "linear2"],
+}
 
 
 @pytest.fixture

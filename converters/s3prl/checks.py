@@ -95,7 +95,7 @@ def test_head_weights_are_finite_floats(checkpoint: S3PRLCheckpoint, target: Tar
 
 
 def test_head_shapes_fit_the_config(head: dict[str, torch.Tensor]) -> None:
-    assert head, "no head weights were converted"
+    assert head  # convert_head refuses a shape that does not fit; this check gives that refusal its row
 
 
 def test_the_base_model_fits_the_config(staged: dict[str, Digest]) -> None:
