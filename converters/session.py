@@ -163,6 +163,10 @@ def run_checks(checks: Path, conversion: object, *, quiet: bool = False, junitxm
         "no:xdist",
         "-p",
         "no:randomly",
+        "-p",
+        "no:debugging",  # no pdb: a conversion is not debugged through its checks, and pdb's import costs
+        "-p",
+        "no:unraisableexception",  # its teardown runs the garbage collector over the models several times
         "--import-mode=importlib",
         "-q" if quiet else "-v",
         "-rsfE",
@@ -177,6 +181,9 @@ def run_checks(checks: Path, conversion: object, *, quiet: bool = False, junitxm
     if junitxml is not None:
         args += [f"--junitxml={junitxml.absolute()}", "-o", "junit_suite_name=" + checks.parent.name + " conversion"]
     saved = os.environ.pop("PYTEST_ADDOPTS", None)
+    # Plugins installed beside the command (anyio, hypothesis, ...) have no place in its checks.
+    autoload = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # "Loading weights" bars would drown the report
@@ -185,4 +192,8 @@ def run_checks(checks: Path, conversion: object, *, quiet: bool = False, junitxm
     finally:
         if saved is not None:
             os.environ["PYTEST_ADDOPTS"] = saved
+        if autoload is None:
+            del os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
+        else:
+            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = autoload
     return SessionResult(int(exit_code), list(plugin.outcomes.values()))
