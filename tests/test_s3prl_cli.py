@@ -7,16 +7,19 @@ conversion through the installed console script with the hub cache given as user
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from converters.errors import ConversionError
 from converters.s3prl.checkpoint import read
-from converters.s3prl.convert import convert_head, read_config
+from converters.s3prl.convert import check_base_config, convert_head, read_config
 from converters.s3prl.families import FAMILIES, Head
 from fixtures import commands
 from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
@@ -213,3 +216,60 @@ def test_a_half_precision_head_converts_exactly_widened(
     assert {t.dtype for t in expected.values()} == {dtype}
     for key, tensor in expected.items():
         assert written[key].dtype == torch.float32 and torch.equal(written[key], tensor.float()), key
+
+
+def base_copy(case: S3PRLCase, tmp_path: Path, **changes: object) -> Path:
+    """The case's base model directory, its config.json changed (a value of None removes the field)."""
+    base = tmp_path / "base"
+    shutil.copytree(case.base, base)
+    config = json.loads((base / "config.json").read_text())
+    config.update(changes)
+    (base / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    return base
+
+
+@pytest.mark.parametrize(("field", "value"), [("hidden_size", 48), ("num_hidden_layers", 3), ("conv_dim", [16, 16])])
+def test_a_base_model_of_another_size_is_refused_naming_the_field(
+    field: str, value: object, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    target = read_config(case.config)
+    ours = getattr(target.config, field)
+    with pytest.raises(ConversionError) as refused:
+        check_base_config(base_copy(case, tmp_path, **{field: value}), target)
+    ours = list(ours) if isinstance(ours, tuple) else ours
+    assert str(refused.value) == f"the config's {field} is {ours}, but base model {tmp_path / 'base'} has {value}"
+
+
+def test_base_fields_the_base_config_leaves_out_are_the_configs(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    target = read_config(case.config)
+    assert isinstance(target.config.conv_dim, list | tuple)
+    check_base_config(base_copy(case, tmp_path, hidden_size=None, conv_dim=None), target)  # no refusal
+
+
+def test_a_base_model_without_a_readable_config_is_refused(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    base = base_copy(case, tmp_path)
+    (base / "config.json").write_text("{not json")
+    with pytest.raises(ConversionError, match=rf"^base model {re.escape(str(base))} has no readable config.json: "):
+        check_base_config(base, read_config(case.config))
+    output = tmp_path / "out"
+    refused(run(case, output, base=str(base)), output, "has no readable config.json")
+
+
+def test_a_base_weight_of_the_wrong_shape_is_refused_naming_it(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    base = base_copy(case, tmp_path)
+    weights = load_file(base / "model.safetensors")
+    key = next(k for k in weights if k.endswith("encoder.layers.0.attention.k_proj.weight"))
+    weights[key] = weights[key][:, :-1].contiguous()
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    output = tmp_path / "out"
+    refused(run(case, output, base=str(base)), output, "does not fit the config", "k_proj.weight")

@@ -8,6 +8,7 @@ differences by design are measured here, so that a change in either library show
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,17 @@ def test_a_wrongly_laid_out_head_weight_is_located(
     first = divergence.first
     assert first is not None and first.stage == stage, divergence.table()
     assert first.difference > 1000 * ATOL, divergence.table()
+
+
+@pytest.mark.parametrize("head", list(Head), ids=lambda h: h.name)
+def test_s3prls_head_holds_exactly_the_checkpoints_weights(
+    head: Head, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """The reference is s3prl's module for the config's sizes, loaded strictly: a key it lacks is an error."""
+    case = s3prl_case(WAV2VEC2, head)
+    _, target, checkpoint = converted(case, tmp_path)
+    held = s3prl_expert(target, checkpoint).state_dict()
+    assert all(torch.equal(held[key], tensor) for key, tensor in checkpoint.downstream.items())
+    extra = replace(checkpoint, downstream={**checkpoint.downstream, "model.extra.weight": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: \"model.extra.weight\""):
+        s3prl_expert(target, extra)

@@ -176,6 +176,14 @@ def check_base_config(base: Path, target: Target) -> None:
             raise ConversionError(f"the config's {name} is {ours}, but base model {base} has {theirs}")
 
 
+def _mismatch(entry: Any, model: Any) -> str:
+    """One of from_pretrained's mismatched keys: (name, found, expected) in transformers 5, a name in 4.x."""
+    if isinstance(entry, tuple):
+        key, found, expected = entry
+        return f"{key} has shape {tuple(found)}, but the config needs {tuple(expected)}"
+    return f"{entry} has a shape other than the config's {tuple(model.state_dict()[entry].shape)}"
+
+
 def build_model(base: Path, target: Target, head: dict[str, torch.Tensor]) -> Any:
     """The head class loaded from the base model with the classifier config, then the converted head."""
     check_base_config(base, target)
@@ -184,18 +192,22 @@ def build_model(base: Path, target: Target, head: dict[str, torch.Tensor]) -> An
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        loaded: Any = target.model_class.from_pretrained(base, config=target.config, output_loading_info=True)
+        # ignore_mismatched_sizes: report a wrong-shaped base weight by name here, not as transformers'
+        # "set ignore_mismatched_sizes" advice
+        loaded: Any = target.model_class.from_pretrained(
+            base, config=target.config, output_loading_info=True, ignore_mismatched_sizes=True
+        )
     finally:
         transformers.logging.set_verbosity(verbosity)
     model, info = loaded
-    if info["mismatched_keys"] or info["error_msgs"]:
-        raise ConversionError(
-            f"base model {base} does not fit the config: {info['mismatched_keys'] or info['error_msgs']}"
-        )
-    named = {id(t): k for k, t in serialized_state(model, keep_vars=True).items()}
-    in_memory = dict(model.state_dict(keep_vars=True))
-    missing = {named.get(id(in_memory[k]), k) for k in info["missing_keys"] if k in in_memory}
-    base_missing = sorted(missing - head.keys())
+    if info["mismatched_keys"]:
+        first = min(info["mismatched_keys"], key=str)
+        raise ConversionError(f"base model {base} does not fit the config: {_mismatch(first, model)}")
+    if info["error_msgs"]:
+        raise ConversionError(f"base model {base} could not be loaded: {first_line(info['error_msgs'][0])}")
+    # The head is what the base model lacks; anything else it lacks is refused. (In-memory and serialized
+    # names agree for every family here, on transformers 4 and 5.)
+    base_missing = sorted(set(info["missing_keys"]) - head.keys())
     if base_missing:
         raise ConversionError(f"base model {base} lacks {', '.join(base_missing[:3])}")
     assign_serialized(model, head)
