@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from xml.etree import ElementTree
 
 import pytest
@@ -276,3 +276,43 @@ def test_a_broken_mapping_is_refused_naming_the_first_diverging_stage(
     assert [case.get("name") for case in cases if case.find("failure") is not None] == [
         "test_logits_match_the_original_implementation"
     ]
+
+
+class FakeHub:
+    """huggingface_hub.HfApi as the command uses it; records calls, or fails the upload."""
+
+    calls: ClassVar[list[tuple[str, dict[str, object]]]] = []
+    failure: ClassVar[Exception | None] = None
+
+    def create_repo(self, repo_id: str, **options: object) -> None:
+        self.calls.append(("create_repo", {"repo_id": repo_id, **options}))
+
+    def upload_folder(self, **options: object) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.calls.append(("upload_folder", options))
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["pushed", "push-fails"])
+def test_push_to_hub_uploads_the_written_directory_once_every_check_passed(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    import huggingface_hub
+
+    monkeypatch.setattr(FakeHub, "calls", [])
+    monkeypatch.setattr(FakeHub, "failure", OSError("401 Client Error: Unauthorized\nmore detail") if fails else None)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    output = tmp_path / "out"
+    result = run(checkpoint, output, "--push_to_hub", "someone/ast-converted")
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES  # written either way: the push comes after
+    assert FakeHub.calls[0] == ("create_repo", {"repo_id": "someone/ast-converted", "exist_ok": True})
+    if fails:
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"{COMMAND}: error: {output} was written, but pushing it to someone/ast-converted failed: "
+            "401 Client Error: Unauthorized"
+        )
+    else:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert FakeHub.calls[1] == ("upload_folder", {"folder_path": str(output), "repo_id": "someone/ast-converted"})
+        assert result.stdout.strip().splitlines()[-1] == f"{COMMAND}: pushed {output} to someone/ast-converted"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -52,15 +53,42 @@ def test_overwrite_replaces_the_whole_directory(tmp_path: Path, monkeypatch: pyt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_published_files_get_the_permissions_a_plain_write_would(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "directory_mode"), [(0o027, 0o640, 0o750), (0o022, 0o644, 0o755), (0, 0o666, 0o777)]
+)
+def test_published_files_get_the_permissions_a_plain_write_would(
+    tmp_path: Path, umask: int, file_mode: int, directory_mode: int
+) -> None:
     target = tmp_path / "out"
-    previous = os.umask(0o027)
+    previous = os.umask(umask)
     try:
         publish(staged(target, {"a.json": "new"}), target, overwrite=False)
     finally:
         os.umask(previous)
-    assert stat.S_IMODE((target / "a.json").stat().st_mode) == 0o640
-    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+    assert stat.S_IMODE((target / "a.json").stat().st_mode) == file_mode
+    assert stat.S_IMODE(target.stat().st_mode) == directory_mode
+
+
+def test_without_exchange_the_old_target_is_retired_beside_it_under_a_recognisable_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same file system (so the moves are renames), and a name the next run's clean-up knows."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    monkeypatch.setattr(output, "_exchange", lambda a, b: False)
+    removed: list[Path] = []
+    real_rmtree = shutil.rmtree
+
+    def recorded_rmtree(path: Path, *args: object, **kwargs: object) -> None:
+        removed.append(Path(path))
+        real_rmtree(path)
+
+    monkeypatch.setattr(output.shutil, "rmtree", recorded_rmtree)
+    publish(staged(target, {"a.json": "new"}), target, overwrite=True)
+    (retired,) = removed
+    assert retired.parent == tmp_path and retired.name.startswith(f".retired-out-{os.getpid()}-")
+    assert (target / "a.json").read_text() == "new"
 
 
 @pytest.mark.parametrize("where", ["absolute", "relative"])

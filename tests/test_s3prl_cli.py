@@ -273,3 +273,13 @@ def test_a_base_weight_of_the_wrong_shape_is_refused_naming_it(
     save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
     output = tmp_path / "out"
     refused(run(case, output, base=str(base)), output, "does not fit the config", "k_proj.weight")
+
+
+def test_a_base_model_without_a_feature_extractor_config_is_refused(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    base = base_copy(case, tmp_path)
+    (base / "preprocessor_config.json").unlink()
+    output = tmp_path / "out"
+    refused(run(case, output, base=str(base)), output, f"base model {base} has no feature extractor config: ")
