@@ -7,10 +7,10 @@ the one every release reads.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
+import xxhash
 from torch import nn
 
 revert_weight_conversion: Any
@@ -60,12 +60,16 @@ Digest = tuple[str, tuple[int, ...], str]
 
 
 def digests(tensors: dict[str, torch.Tensor]) -> dict[str, Digest]:
-    """dtype, shape and SHA-256 of every tensor's bytes: bitwise identity, checkable after the tensors are gone.
+    """dtype, shape and a 128-bit hash of every tensor's bytes: bitwise identity, checkable after the tensors
+    are gone.
 
-    Lets a conversion free the model it wrote before loading the written files back to compare them.
+    Lets a conversion free the model it wrote before loading the written files back to compare them. The
+    hash (XXH3-128) guards against accidents (a changed dtype, a transposed or re-initialised tensor), not
+    against an adversary, who would write the files after the checks anyway; it reads ~10 GB/s where
+    SHA-256 reads ~1.3 GB/s, a second per conversion of a 300M-parameter model.
     """
     result = {}
     for key, tensor in tensors.items():
         data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-        result[key] = (str(tensor.dtype), tuple(tensor.shape), hashlib.sha256(data.data).hexdigest())
+        result[key] = (str(tensor.dtype), tuple(tensor.shape), xxhash.xxh3_128_hexdigest(data.data))
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zipfile
 from pathlib import Path
@@ -199,3 +200,16 @@ def test_the_one_dtype_is_returned_and_a_mix_names_both_keys() -> None:
 def test_a_refusal_quotes_the_first_sentence_of_torchs_error(message: str, cause: str) -> None:
     """torch follows the cause with paragraphs of advice; the one-line refusal keeps the cause."""
     assert safe_load._first_line(RuntimeError(message)) == cause
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_finite_weights_whose_sum_overflows_pass(dtype: torch.dtype) -> None:
+    check_weights({"w": torch.full((100,), torch.finfo(dtype).max / 2, dtype=dtype)}, "ckpt")  # no refusal
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_one_non_finite_value_among_overflowing_ones_is_counted(bad: float) -> None:
+    big = torch.full((100,), torch.finfo(torch.float32).max / 2)
+    big[7] = bad
+    with pytest.raises(ConversionError, match=r"^ckpt: w holds 1 non-finite value \(NaN or inf\)$"):
+        check_weights({"w": big}, "ckpt")
