@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +31,15 @@ class Converted:
 
 def target_spec(config: ASTConfig) -> dict[str, torch.Tensor]:
     """The serialized key set and shapes transformers expects for ``config`` (meta tensors, no memory)."""
+    return dict(_target_spec(config.to_json_string()))
+
+
+@functools.lru_cache(maxsize=8)
+def _target_spec(config_json: str) -> dict[str, torch.Tensor]:
+    # Building the model, even on the meta device, and reverting transformers 5's renames takes ~0.4 s;
+    # a conversion's checks ask for the same spec several times.
     with torch.device("meta"):
-        model = ASTForAudioClassification(config)
+        model = ASTForAudioClassification(ASTConfig.from_dict(json.loads(config_json)))
     return serialized_state(model)
 
 
