@@ -20,13 +20,8 @@ from converters.safe_load import as_state_dict, load_checkpoint
 
 
 class NamespaceStandIn:
-    """What ``argparse.Namespace`` unpickles to here: a bag of attributes, no behaviour."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.__dict__.update(kwargs)
-
-    def __repr__(self) -> str:
-        return f"Namespace({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+    """What ``argparse.Namespace`` unpickles to here: a bag of attributes, no behaviour (the unpickler
+    sets its ``__dict__``; nothing of it is called)."""
 
 
 SAFE_GLOBALS = [(NamespaceStandIn, "argparse.Namespace")]
