@@ -173,6 +173,9 @@ def test_overwrite_replaces_the_output_directory_as_a_whole(checkpoint: Path, tm
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    # what was not checked says why, in the report
+    assert "audioset-id2label.json is not in the local Hugging Face cache" in result.stdout
+    assert "no --sample_audio given (the slice was published for sample_audio.flac)" in result.stdout
 
 
 @pytest.mark.parametrize("agree", [True, False], ids=["matching", "disagreeing"])
@@ -189,7 +192,8 @@ def test_a_cached_hub_label_file_is_checked(
         assert result.returncode == 0, result.stderr[-2000:]
         assert "test_labels_agree_with_the_hub_label_file PASSED" in result.stdout
     else:
-        assert_refused(result, output, "test_labels_agree_with_the_hub_label_file", "disagree")
+        cause = "the package's labels and the cached hub label file disagree"
+        assert_refused(result, output, "test_labels_agree_with_the_hub_label_file", cause)
 
 
 def test_the_cached_hub_sample_audio_is_used_when_none_is_given(

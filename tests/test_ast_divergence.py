@@ -20,7 +20,7 @@ from transformers import ASTForAudioClassification
 from converters.ast.config import Backbone
 from converters.ast.convert import Converted, convert, write
 from converters.ast.divergence import ATOL, HEAD_NOTE, RTOL, hf_layers, locate_divergence
-from converters.ast.original import OriginalAST
+from converters.ast.original import OriginalAST, load_original
 from converters.ast.variants import BY_NAME
 from fixtures.ast_checkpoints import original_model, original_state_dict
 from fixtures.inputs import speech_features
@@ -162,3 +162,17 @@ def test_the_locator_changes_neither_model(faithful: tuple[OriginalAST, Converte
     locate_divergence(original, model, speech_features(SPEECH_COMMANDS), LOGITS_ATOL)
     assert model.dtype == torch.float32 and next(original.parameters()).dtype == torch.float32
     assert not model._forward_hooks and not any(m._forward_hooks for m in [*model.modules(), *original.modules()])
+
+
+@pytest.mark.parametrize("change", ["extra", "missing"])
+def test_the_original_is_loaded_strictly(faithful: tuple[OriginalAST, Converted], change: str) -> None:
+    """The reference holds exactly the checkpoint's tensors: one more or one fewer is an error, not a default."""
+    original, _ = faithful
+    state = original_state_dict(original)
+    if change == "extra":
+        state["module.v.extra.weight"] = torch.zeros(1)
+    else:
+        del state["module.v.norm.bias"]
+    expected = r'Unexpected key\(s\) in state_dict: "v.extra.weight"' if change == "extra" else r"Missing key\(s\)"
+    with pytest.raises(RuntimeError, match=expected):
+        load_original(state, SPEECH_COMMANDS)

@@ -142,3 +142,11 @@ def test_the_table_lines_up_columns_and_marks_the_first_divergence() -> None:
             "head             0.5                 0.0001     by design: eps",
         ]
     )
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
+def test_a_stage_with_nothing_in_it_has_no_difference_and_the_bare_tolerance() -> None:
+    """An empty value (a zero-length sequence, say) differs by 0 and scales its tolerance by nothing."""
+    empty = nn.Linear(2, 0)
+    found = locate([Stage("empty", Tap(empty), Tap(empty))], lambda: empty(torch.ones(1, 2)), atol=0.5, rtol=10.0)
+    assert [(s.difference, s.tolerance) for s in found.stages] == [(0.0, 0.5)]
