@@ -38,6 +38,14 @@ def shape_mismatch(
     return None
 
 
+def key_difference(found: Iterable[str], expected: Iterable[str]) -> str:
+    """What a key set lacks and what it has too many of, three names of each at most; empty if they agree."""
+    found, expected = set(found), set(expected)
+    missing, extra = sorted(expected - found), sorted(found - expected)
+    parts = [f"{label} {keys[:3]}" for label, keys in (("missing", missing), ("unexpected", extra)) if keys]
+    return ", ".join(parts)
+
+
 def expand(template: str, layer: int | None) -> str:
     """The key a template names for a layer index (``layer`` is ignored for templates without ``{n}``)."""
     return template if layer is None else template.replace(LAYER, str(layer))

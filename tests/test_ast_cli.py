@@ -320,3 +320,31 @@ def test_push_to_hub_uploads_the_written_directory_once_every_check_passed(
         assert result.returncode == 0, result.stderr[-2000:]
         assert FakeHub.calls[1] == ("upload_folder", {"folder_path": str(output), "repo_id": "someone/ast-converted"})
         assert result.stdout.strip().splitlines()[-1] == f"{COMMAND}: pushed {output} to someone/ast-converted"
+
+
+@pytest.mark.parametrize("fault", ["dropped", "reshaped"])
+def test_the_written_file_is_checked_against_transformers_model(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """A writer that loses or reshapes tensors is caught on the file, before anything loads it."""
+    real = ast_convert.write_safetensors
+
+    def faulty(tensors: dict[str, torch.Tensor], path: Path) -> None:
+        keys = sorted(tensors)[:4]
+        if fault == "dropped":
+            tensors = {k: v for k, v in tensors.items() if k not in keys}
+        else:
+            tensors = {**tensors, keys[0]: tensors[keys[0]].reshape(-1)[:1].clone()}
+        real(tensors, path)
+
+    monkeypatch.setattr(ast_convert, "write_safetensors", faulty)
+    output = tmp_path / "out"
+    result = run(checkpoint, output)
+    if fault == "dropped":
+        converted = ast_convert.convert(torch.load(checkpoint, weights_only=True), TENTEN)
+        missing = sorted(converted.tensors)[:3]
+        assert_refused(
+            result, output, "test_every_target_key_is_written", f"model.safetensors: missing {missing} target"
+        )
+    else:
+        assert_refused(result, output, "test_written_shapes_fit_the_config", "has shape (1,)")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from converters.errors import ConversionError
-from converters.mapping import Discard, KeyMapping, Merge, Rename, Split, expand, shape_mismatch
+from converters.mapping import Discard, KeyMapping, Merge, Rename, Split, expand, key_difference, shape_mismatch
 
 MAPPING = KeyMapping(
     (
@@ -109,3 +109,13 @@ def test_shape_mismatch_names_the_first_difference_and_ignores_absent_keys() -> 
     spec = {"a": torch.empty(2, 3), "b": torch.empty(4), "c": torch.empty(1)}
     assert shape_mismatch({"a": torch.zeros(2, 3), "b": torch.zeros(5)}, spec) == ("b", (5,), (4,))
     assert shape_mismatch({"a": torch.zeros(2, 3)}, spec) is None
+
+
+def test_key_difference_names_three_of_each_side_at_most() -> None:
+    expected = {f"k{i}" for i in range(6)}
+    assert key_difference(expected, expected) == ""
+    assert key_difference({"k0", "z1", "z2", "z3", "z4"}, expected) == (
+        "missing ['k1', 'k2', 'k3'], unexpected ['z1', 'z2', 'z3']"
+    )
+    assert key_difference({"k0"}, {"k0", "k1"}) == "missing ['k1']"
+    assert key_difference({"k0", "k9"}, {"k0"}) == "unexpected ['k9']"
