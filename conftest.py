@@ -33,6 +33,14 @@ atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Under xdist, share the cores between the workers: two workers each running torch on every core
+# oversubscribe them, and the suite runs no faster than with one worker.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
 # Under mutation testing each mutant's run stops at its first failing test (-x): run the cheap
 # library-level tests before the equivalence, golden and command tests.
 MUTATION_ORDER = [
