@@ -173,16 +173,19 @@ def test_a_base_model_that_is_not_local_is_refused(s3prl_case: Callable[..., S3P
     refused(result, output, "facebook/wav2vec2-base", "local")
 
 
-@pytest.mark.process
+@pytest.mark.parametrize("where", ["in-process", pytest.param("installed", marks=pytest.mark.process)])
 def test_a_hub_name_resolves_from_the_local_cache(
-    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, hub_cache: Callable[..., Path]
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, hub_cache: Callable[..., Path], where: str
 ) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     for item in case.base.iterdir():
         cache = hub_cache("example/wav2vec2-tiny", item.name, item.read_bytes(), repo_type="model")
     output = tmp_path / "out"
     chosen = arguments(case, output, base="example/wav2vec2-tiny")
-    result = commands.run_process("convert-s3prl-checkpoint", *chosen, env={"HF_HUB_CACHE": str(cache)})
+    if where == "in-process":
+        result = run(case, output, base="example/wav2vec2-tiny", hub_cache=cache)
+    else:
+        result = commands.run_process("convert-s3prl-checkpoint", *chosen, env={"HF_HUB_CACHE": str(cache)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
 
