@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,7 @@ def test_a_hub_name_resolves_from_the_local_cache(
         cache = hub_cache("example/wav2vec2-tiny", item.name, item.read_bytes(), repo_type="model")
     output = tmp_path / "out"
     chosen = arguments(case, output, base="example/wav2vec2-tiny")
+    result: commands.Result | subprocess.CompletedProcess[str]
     if where == "in-process":
         result = run(case, output, base="example/wav2vec2-tiny", hub_cache=cache)
     else:
