@@ -135,7 +135,9 @@ def test_exchange_reports_a_c_library_without_renameat2(monkeypatch: pytest.Monk
 
 
 def test_liveness_is_probed_without_disturbing_the_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # SIGHUP at its default (a run started under nohup would pass on ignoring it): any signal but 0 ends it
+    code = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(60)"
+    sleeper = subprocess.Popen([sys.executable, "-c", code])
     try:
         assert _alive(sleeper.pid)
         with pytest.raises(subprocess.TimeoutExpired):  # still running: probing sent it no signal that ends it

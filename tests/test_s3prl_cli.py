@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from converters.errors import ConversionError
 from converters.s3prl.checkpoint import read
-from converters.s3prl.convert import check_base_config, convert_head, read_config
+from converters.s3prl.convert import check_base_config, convert_head, read_config, resolve_base
 from converters.s3prl.families import FAMILIES, Head
 from fixtures import commands
 from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
@@ -122,7 +122,7 @@ def test_an_unused_downstream_key_is_named(s3prl_case: Callable[..., S3PRLCase],
     checkpoint["Downstream"]["model.post_net.extra.weight"] = torch.randn(3)
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "extra.ckpt", checkpoint))
-    refused(result, output, "unexpected key", "Downstream.model.post_net.extra.weight")
+    refused(result, output, "unexpected key", "Downstream.model.post_net.extra.weight", str(tmp_path / "extra.ckpt"))
 
 
 def test_a_head_weight_of_the_wrong_shape_is_named(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_a_non_finite_head_weight_is_named(s3prl_case: Callable[..., S3PRLCase],
     checkpoint["Downstream"]["model.post_net.linear.bias"][2] = float("inf")
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "inf.ckpt", checkpoint))
-    refused(result, output, "Downstream.model.post_net.linear.bias holds 1 non-finite value")
+    refused(result, output, f"{tmp_path / 'inf.ckpt'}: Downstream.model.post_net.linear.bias holds 1 non-finite value")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -288,3 +288,33 @@ def test_a_base_model_without_a_feature_extractor_config_is_refused(
     (base / "preprocessor_config.json").unlink()
     output = tmp_path / "out"
     refused(run(case, output, base=str(base)), output, f"base model {base} has no feature extractor config: ")
+    last = commands.run("convert-s3prl-checkpoint", *arguments(case, output, base=str(base))).stderr.strip()
+    assert "preprocessor_config.json" in last.splitlines()[-1]  # transformers' own cause follows
+
+
+def test_a_base_model_lacking_a_weight_is_refused_naming_it(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    base = base_copy(case, tmp_path)
+    weights = load_file(base / "model.safetensors")
+    key = next(k for k in weights if k.endswith("encoder.layers.0.attention.k_proj.bias"))
+    del weights[key]
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    output = tmp_path / "out"
+    refused(run(case, output, base=str(base)), output, f"base model {base} lacks ", "k_proj.bias")
+
+
+def test_a_hub_name_is_looked_up_in_the_local_cache_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The converter never downloads: a hub name must already be in the cache."""
+    import huggingface_hub
+
+    asked: list[dict[str, object]] = []
+
+    def snapshot_download(name: str, **options: object) -> str:
+        asked.append({"name": name, **options})
+        return "/cached/snapshot"
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert resolve_base("example/not-a-directory") == Path("/cached/snapshot")
+    assert asked == [{"name": "example/not-a-directory", "local_files_only": True}]
