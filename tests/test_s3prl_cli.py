@@ -318,3 +318,16 @@ def test_a_hub_name_is_looked_up_in_the_local_cache_only(monkeypatch: pytest.Mon
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     assert resolve_base("example/not-a-directory") == Path("/cached/snapshot")
     assert asked == [{"name": "example/not-a-directory", "local_files_only": True}]
+
+
+def test_overwrite_and_junit_xml_reach_the_conversion(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    case = s3prl_case(WAV2VEC2, Head.FRAME)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "stale.bin").write_text("from an older conversion")
+    report = tmp_path / "checks.xml"
+    chosen = arguments(case, output)
+    result = commands.run("convert-s3prl-checkpoint", *chosen, "--overwrite", "--junitxml", str(report))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES
+    assert 'name="test_head_matches_s3prl"' in report.read_text()
