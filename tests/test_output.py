@@ -136,8 +136,11 @@ def test_exchange_reports_a_c_library_without_renameat2(monkeypatch: pytest.Monk
 
 def test_liveness_is_probed_without_disturbing_the_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # SIGHUP at its default (a run started under nohup would pass on ignoring it): any signal but 0 ends it
-    code = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(60)"
-    sleeper = subprocess.Popen([sys.executable, "-c", code])
+    code = (
+        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', flush=True); time.sleep(60)"
+    )
+    sleeper = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert sleeper.stdout is not None and sleeper.stdout.readline() == "ready\n"  # its handlers are set
     try:
         assert _alive(sleeper.pid)
         with pytest.raises(subprocess.TimeoutExpired):  # still running: probing sent it no signal that ends it
