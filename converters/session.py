@@ -13,6 +13,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -180,20 +181,12 @@ def run_checks(checks: Path, conversion: object, *, quiet: bool = False, junitxm
     ]
     if junitxml is not None:
         args += [f"--junitxml={junitxml.absolute()}", "-o", "junit_suite_name=" + checks.parent.name + " conversion"]
-    saved = os.environ.pop("PYTEST_ADDOPTS", None)
-    # Plugins installed beside the command (anyio, hypothesis, ...) have no place in its checks.
-    autoload = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # "Loading weights" bars would drown the report
-    try:
+    # The environment as it was comes back afterwards (patch.dict restores every key it saw changed).
+    # Plugins installed beside the command (anyio, hypothesis, ...) have no place in its checks.
+    with mock.patch.dict(os.environ, {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}):
+        os.environ.pop("PYTEST_ADDOPTS", None)
         exit_code = pytest.main(args, plugins=[plugin, sys.modules[__name__]])
-    finally:
-        if saved is not None:
-            os.environ["PYTEST_ADDOPTS"] = saved
-        if autoload is None:
-            del os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
-        else:
-            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = autoload
     return SessionResult(int(exit_code), list(plugin.outcomes.values()))

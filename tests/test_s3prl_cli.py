@@ -233,6 +233,17 @@ def base_copy(case: S3PRLCase, tmp_path: Path, **changes: object) -> Path:
     return base
 
 
+def base_with_changed_weight(
+    case: S3PRLCase, tmp_path: Path, suffix: str, change: Callable[[dict[str, torch.Tensor], str], object]
+) -> Path:
+    """The case's base model with ``change(weights, key)`` applied to block 0's attention weight ``suffix``."""
+    base = base_copy(case, tmp_path)
+    weights = load_file(base / "model.safetensors")
+    change(weights, next(k for k in weights if k.endswith(f"encoder.layers.0.attention.{suffix}")))
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    return base
+
+
 @pytest.mark.parametrize(("field", "value"), [("hidden_size", 48), ("num_hidden_layers", 3), ("conv_dim", [16, 16])])
 def test_a_base_model_of_another_size_is_refused_naming_the_field(
     field: str, value: object, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
@@ -271,11 +282,11 @@ def test_a_base_weight_of_the_wrong_shape_is_refused_naming_it(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
-    base = base_copy(case, tmp_path)
-    weights = load_file(base / "model.safetensors")
-    key = next(k for k in weights if k.endswith("encoder.layers.0.attention.k_proj.weight"))
-    weights[key] = weights[key][:, :-1].contiguous()
-    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+
+    def narrower(weights: dict[str, torch.Tensor], key: str) -> None:
+        weights[key] = weights[key][:, :-1].contiguous()
+
+    base = base_with_changed_weight(case, tmp_path, "k_proj.weight", narrower)
     output = tmp_path / "out"
     refused(run(case, output, base=str(base)), output, "does not fit the config", "k_proj.weight")
 
@@ -287,20 +298,16 @@ def test_a_base_model_without_a_feature_extractor_config_is_refused(
     base = base_copy(case, tmp_path)
     (base / "preprocessor_config.json").unlink()
     output = tmp_path / "out"
-    refused(run(case, output, base=str(base)), output, f"base model {base} has no feature extractor config: ")
-    last = commands.run("convert-s3prl-checkpoint", *arguments(case, output, base=str(base))).stderr.strip()
-    assert "preprocessor_config.json" in last.splitlines()[-1]  # transformers' own cause follows
+    result = run(case, output, base=str(base))
+    refused(result, output, f"base model {base} has no feature extractor config: ")
+    assert "preprocessor_config.json" in result.stderr.strip().splitlines()[-1]  # transformers' own cause follows
 
 
 def test_a_base_model_lacking_a_weight_is_refused_naming_it(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
-    base = base_copy(case, tmp_path)
-    weights = load_file(base / "model.safetensors")
-    key = next(k for k in weights if k.endswith("encoder.layers.0.attention.k_proj.bias"))
-    del weights[key]
-    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    base = base_with_changed_weight(case, tmp_path, "k_proj.bias", lambda weights, key: weights.pop(key))
     output = tmp_path / "out"
     refused(run(case, output, base=str(base)), output, f"base model {base} lacks ", "k_proj.bias")
 
