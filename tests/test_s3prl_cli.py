@@ -19,8 +19,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from converters.errors import ConversionError
+from converters.s3prl import cli as s3prl_cli
 from converters.s3prl.checkpoint import read
-from converters.s3prl.convert import check_base_config, convert_head, read_config, resolve_base
+from converters.s3prl.convert import (
+    check_base_config,
+    check_representable,
+    convert_head,
+    read_config,
+    resolve_base,
+)
 from converters.s3prl.families import FAMILIES, Head
 from fixtures import commands
 from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
@@ -88,6 +95,33 @@ def test_upstream_feature_normalize_is_refused(s3prl_case: Callable[..., S3PRLCa
     refused(result, output, "upstream_feature_normalize=True")
 
 
+@pytest.mark.parametrize("selection", ["hidden_states", "last_hidden_state", None], ids=str)
+def test_hidden_state_features_are_representable(
+    selection: str | None, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """s3prl's default feature (the key absent from Args) is ``hidden_states``."""
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    checkpoint = runner_checkpoint(
+        case.base, WAV2VEC2, Head.SEQUENCE, TINY, args={"upstream_feature_selection": selection}
+    )
+    if selection is None:
+        del checkpoint["Args"].upstream_feature_selection
+    check_representable(read(saved(tmp_path / "features.ckpt", checkpoint)), read_config(case.config))  # no refusal
+
+
+def test_another_upstream_feature_is_refused_naming_it(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    logits = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, args={"upstream_feature_selection": "logits"})
+    path = saved(tmp_path / "logits.ckpt", logits)
+    with pytest.raises(ConversionError) as refusal:
+        check_representable(read(path), read_config(case.config))
+    assert str(refusal.value) == (
+        f"{path} was trained on upstream feature 'logits'; transformers' heads read hidden states"
+    )
+    output = tmp_path / "out"
+    refused(run(case, output, checkpoint=path), output, "upstream feature 'logits'")
+
+
 def test_a_weighted_sum_without_featurizer_weights_is_refused(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
@@ -95,7 +129,8 @@ def test_a_weighted_sum_without_featurizer_weights_is_refused(
     one_layer = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "layer.ckpt", one_layer))
-    refused(result, output, "use_weighted_layer_sum", "no Featurizer.weights")
+    layer = TINY.base["num_hidden_layers"]
+    refused(result, output, "use_weighted_layer_sum", "no Featurizer.weights", f"upstream_layer_selection={layer})")
 
 
 def test_featurizer_weights_without_a_weighted_sum_are_refused(
@@ -105,6 +140,42 @@ def test_featurizer_weights_without_a_weighted_sum_are_refused(
     config = write_classifier_config(tmp_path / "config.json", WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
     output = tmp_path / "out"
     refused(run(case, output, config=config), output, "Featurizer.weights", "left unused")
+
+
+def test_a_head_trained_on_the_last_hidden_state_converts_without_a_weighted_sum(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """``-l`` naming the last layer is what transformers reads when use_weighted_layer_sum is off."""
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    config = write_classifier_config(tmp_path / "config.json", WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
+    last_layer = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
+    output = tmp_path / "out"
+    result = run(case, output, checkpoint=saved(tmp_path / "last.ckpt", last_layer), config=config)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "test_head_matches_s3prl PASSED" in result.stdout
+    assert json.loads((output / "config.json").read_text())["use_weighted_layer_sum"] is False
+
+
+@pytest.mark.parametrize(("layer", "accepted"), [(-1, True), (None, True), (TINY.base["num_hidden_layers"], True),
+                                                 (1, False), (0, False)])  # fmt: skip
+def test_one_layer_heads_are_representable_only_on_the_last_layer(
+    layer: int | None, accepted: bool, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    config = write_classifier_config(tmp_path / "config.json", WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
+    checkpoint = runner_checkpoint(
+        case.base, WAV2VEC2, Head.SEQUENCE, TINY, weighted=False, args={"upstream_layer_selection": layer}
+    )
+    path = saved(tmp_path / "layer.ckpt", checkpoint)
+    if accepted:
+        check_representable(read(path), read_config(config))  # no refusal
+        return
+    with pytest.raises(ConversionError) as refusal:
+        check_representable(read(path), read_config(config))
+    last = TINY.base["num_hidden_layers"]
+    assert str(refusal.value) == (
+        f"{path} was trained on hidden state {layer}; without a weighted sum transformers reads the last one ({last})"
+    )
 
 
 def test_layer_weights_of_the_wrong_length_are_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -266,6 +337,16 @@ def test_base_fields_the_base_config_leaves_out_are_the_configs(
     check_base_config(base_copy(case, tmp_path, hidden_size=None, conv_dim=None), target)  # no refusal
 
 
+def test_a_field_held_as_a_tuple_equals_the_base_configs_list(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """Config classes default sequences to tuples; config.json holds lists. Equal values are equal."""
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    target = read_config(case.config)
+    target.config.conv_dim = tuple(target.config.conv_dim)
+    check_base_config(base_copy(case, tmp_path, conv_dim=list(target.config.conv_dim)), target)  # no refusal
+
+
 def test_a_base_model_without_a_readable_config_is_refused(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
@@ -307,9 +388,17 @@ def test_a_base_model_lacking_a_weight_is_refused_naming_it(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
-    base = base_with_changed_weight(case, tmp_path, "k_proj.bias", lambda weights, key: weights.pop(key))
+    base = base_copy(case, tmp_path)
+    weights = load_file(base / "model.safetensors")
+    dropped = sorted(k for k in weights if re.search(r"encoder\.layers\.0\.attention\.[a-z_]+\.bias$", k))
+    assert len(dropped) == 4
+    save_file(
+        {k: v for k, v in weights.items() if k not in dropped}, base / "model.safetensors", metadata={"format": "pt"}
+    )
     output = tmp_path / "out"
-    refused(run(case, output, base=str(base)), output, f"base model {base} lacks ", "k_proj.bias")
+    result = run(case, output, base=str(base))
+    named = ", ".join(f"wav2vec2.{key}" for key in dropped[:3])  # the first three, as the model names them
+    refused(result, output, f"base model {base} lacks {named}; nothing was written")
 
 
 def test_a_hub_name_is_looked_up_in_the_local_cache_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,3 +427,22 @@ def test_overwrite_and_junit_xml_reach_the_conversion(s3prl_case: Callable[..., 
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
     assert 'name="test_head_matches_s3prl"' in report.read_text()
+
+
+def test_the_command_passes_its_arguments_on(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths arrive as Paths, the hub repository as given, and the up-front validation reads the config."""
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    passed: dict[str, Any] = {}
+    monkeypatch.setattr(s3prl_cli, "run_conversion", lambda **options: passed.update(options) or 0)
+    bad_config = tmp_path / "bad.json"
+    bad_config.write_text("{}")
+    chosen = arguments(case, tmp_path / "out", config=bad_config)
+    assert s3prl_cli.main([*chosen, "--push_to_hub", "someone/s3prl-converted"]) == 0
+    assert passed["push_to_hub"] == "someone/s3prl-converted"
+    assert passed["target"] == tmp_path / "out"
+    conversion = passed["make_conversion"](tmp_path / "staging")
+    assert (conversion.config, conversion.checkpoint) == (bad_config, case.checkpoint)  # Paths, not strings
+    with pytest.raises(ConversionError, match="architectures"):
+        passed["validate"]()
