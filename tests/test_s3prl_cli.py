@@ -191,9 +191,18 @@ def test_an_unused_downstream_key_is_named(s3prl_case: Callable[..., S3PRLCase],
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY)
     checkpoint["Downstream"]["model.post_net.extra.weight"] = torch.randn(3)
+    path = saved(tmp_path / "extra.ckpt", checkpoint)
     output = tmp_path / "out"
-    result = run(case, output, checkpoint=saved(tmp_path / "extra.ckpt", checkpoint))
-    refused(result, output, "unexpected key", "Downstream.model.post_net.extra.weight", str(tmp_path / "extra.ckpt"))
+    refused(
+        run(case, output, checkpoint=path),
+        output,
+        "unexpected key",
+        "Downstream.model.post_net.extra.weight",
+        str(path),
+    )
+    cause = f"unexpected key 'Downstream.model.post_net.extra.weight' in {path}: no mapping rule consumes it"
+    with pytest.raises(ConversionError, match=f"^{re.escape(cause)}$"):  # the library function says the same
+        convert_head(read(path), read_config(case.config))
 
 
 def test_a_head_weight_of_the_wrong_shape_is_named(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -270,6 +279,56 @@ def test_a_non_finite_head_weight_is_named(s3prl_case: Callable[..., S3PRLCase],
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "inf.ckpt", checkpoint))
     refused(result, output, f"{tmp_path / 'inf.ckpt'}: Downstream.model.post_net.linear.bias holds 1 non-finite value")
+
+
+def infinite_bias(checkpoint: dict[str, Any]) -> None:
+    checkpoint["Downstream"]["model.post_net.linear.bias"][2] = float("inf")
+
+
+def double_precision(checkpoint: dict[str, Any]) -> None:
+    for entry in ("Downstream", "Featurizer"):
+        checkpoint[entry] = {key: tensor.double() for key, tensor in checkpoint[entry].items()}
+
+
+def one_double(checkpoint: dict[str, Any]) -> None:
+    checkpoint["Downstream"]["projector.weight"] = checkpoint["Downstream"]["projector.weight"].double()
+
+
+def transposed_weight(checkpoint: dict[str, Any]) -> None:
+    checkpoint["Downstream"]["projector.weight"] = checkpoint["Downstream"]["projector.weight"].T.contiguous()
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        (infinite_bias, "{path}: Downstream.model.post_net.linear.bias holds 1 non-finite value (NaN or inf)"),
+        (double_precision, "{path}: the head's weights are torch.float64, which float32 cannot hold exactly"),
+        (one_double, "{path} mixes dtypes: Downstream.projector.weight is torch.float64, "
+                     "Downstream.projector.bias is torch.float32; convert it to one first"),
+        (transposed_weight, "Downstream.projector.weight in {path} has shape (32, 8), but the config needs (8, 32)"),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)  # fmt: skip
+def test_convert_head_refuses_naming_the_checkpoint(
+    fault: Callable[[dict[str, Any]], None], cause: str, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """The library function refuses on its own, as the command's checks do, each cause naming the file."""
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY)
+    fault(checkpoint)
+    path = saved(tmp_path / "faulty.ckpt", checkpoint)
+    with pytest.raises(ConversionError) as refusal:
+        convert_head(read(path), read_config(case.config))
+    assert str(refusal.value) == cause.format(path=path)
+
+
+def test_a_double_precision_head_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY)
+    double_precision(checkpoint)
+    output = tmp_path / "out"
+    result = run(case, output, checkpoint=saved(tmp_path / "double.ckpt", checkpoint))
+    refused(result, output, "torch.float64, which float32 cannot hold exactly")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
