@@ -87,6 +87,46 @@ def test_tdnn_batch_norm_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_pa
     refused(run(case, output, checkpoint=saved(tmp_path / "bn.ckpt", bn)), output, ".bn.", "batch norm")
 
 
+@pytest.mark.parametrize(
+    ("kernels", "dilations"), [((5, 3, 3, 1, 3), (1, 2, 3, 1, 1)), ((5, 3, 3, 1, 1), (1, 2, 2, 1, 1))], ids=str
+)
+def test_an_xvector_config_with_other_tdnn_layers_is_refused(
+    kernels: tuple[int, ...], dilations: tuple[int, ...], s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """s3prl's XVector has fixed kernels and dilations; a config with any other would compute something else."""
+    case = s3prl_case(WAV2VEC2, Head.XVECTOR)
+    target = read_config(case.config)
+    target.config.tdnn_kernel, target.config.tdnn_dilation = kernels, dilations
+    with pytest.raises(ConversionError) as refusal:
+        check_representable(read(case.checkpoint), target)
+    assert str(refusal.value) == (
+        f"the config has tdnn_kernel {list(kernels)} and tdnn_dilation {list(dilations)}; "
+        "s3prl's XVector uses [5, 3, 3, 1, 1] and [1, 2, 3, 1, 1]"
+    )
+
+
+def test_tdnn_settings_do_not_matter_to_other_heads(s3prl_case: Callable[..., S3PRLCase]) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    target = read_config(case.config)
+    target.config.tdnn_kernel, target.config.tdnn_dilation = (3, 3), (2, 2)
+    check_representable(read(case.checkpoint), target)  # no refusal
+
+
+def test_a_checkpoint_lacking_its_last_tdnn_layer_is_refused_naming_the_weights(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """The mapping takes any number of layers; the config's five are what must be filled."""
+    case = s3prl_case(WAV2VEC2, Head.XVECTOR)
+    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.XVECTOR, TINY)
+    checkpoint["Downstream"] = {k: v for k, v in checkpoint["Downstream"].items() if ".module.4." not in k}
+    path = saved(tmp_path / "four.ckpt", checkpoint)
+    with pytest.raises(ConversionError) as refusal:
+        convert_head(read(path), read_config(case.config))
+    assert str(refusal.value) == f"{path} provides no weights for tdnn.4.kernel.bias, tdnn.4.kernel.weight"
+    output = tmp_path / "out"
+    refused(run(case, output, checkpoint=path), output, f"{path} provides no weights for tdnn.4.kernel.bias")
+
+
 def test_upstream_feature_normalize_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     normed = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, args={"upstream_feature_normalize": True})
