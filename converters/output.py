@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -65,9 +66,11 @@ def clean_stale(target: Path) -> list[Path]:
     """
     removed = []
     for prefix in (STAGING_PREFIX, RETIRED_PREFIX):
+        # mkdtemp's suffix holds no "-": the live staging of a sibling target "out-2024" is not pid 2024's
+        name = re.compile(rf"{re.escape(prefix + target.name)}-(\d+)-[^-]+")
         for path in target.parent.glob(f"{prefix}{target.name}-*"):
-            pid = path.name.removeprefix(f"{prefix}{target.name}-").split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            made_by = name.fullmatch(path.name)
+            if made_by and not _alive(int(made_by[1])):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
     return removed

@@ -73,8 +73,8 @@ def _one_line(longrepr: Any) -> str:
         text = str(crash.message)
     elif isinstance(longrepr, tuple):  # skips: (file, line, reason)
         text = str(longrepr[-1]).removeprefix("Skipped: ")
-    else:
-        text = str(longrepr)
+    else:  # a collection error: pytest's report, its cause on the last line after an "E" marker
+        text = "\n".join(line.removeprefix("E ") for line in str(longrepr).splitlines())
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0] if crash is not None and lines else (lines[-1] if lines else "")
 
@@ -140,7 +140,7 @@ class ConversionPlugin:
         self.outcomes[name] = outcome
 
 
-def run_checks(checks: Path, conversion: object, *, quiet: bool = False, junitxml: Path | None = None) -> SessionResult:
+def run_checks(checks: Path, conversion: object, *, junitxml: Path | None = None) -> SessionResult:
     """Run the checks in ``checks`` (a test module) against ``conversion`` in a pytest session of its own.
 
     ``junitxml``: also write the results there (each check a test case, its measured difference and
@@ -169,7 +169,7 @@ def run_checks(checks: Path, conversion: object, *, quiet: bool = False, junitxm
         "-p",
         "no:unraisableexception",  # its teardown runs the garbage collector over the models several times
         "--import-mode=importlib",
-        "-q" if quiet else "-v",
+        "-v",
         "-rsfE",
         "--tb=short",
         "--no-header",

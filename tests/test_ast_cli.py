@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import replace
@@ -176,6 +177,12 @@ def test_overwrite_replaces_the_output_directory_as_a_whole(checkpoint: Path, tm
     # what was not checked says why, in the report
     assert "audioset-id2label.json is not in the local Hugging Face cache" in result.stdout
     assert "no --sample_audio given (the slice was published for sample_audio.flac)" in result.stdout
+    # the checks' table, then what was written
+    assert re.search(r"^check +result +largest difference +tolerance$", result.stdout, re.MULTILINE)
+    assert re.search(
+        r"^test_logits_match_the_original_implementation +passed +\S+ +1e-04$", result.stdout, re.MULTILINE
+    )
+    assert result.stdout.strip().splitlines()[-1] == f"{COMMAND}: wrote {output}"
 
 
 @pytest.mark.parametrize("agree", [True, False], ids=["matching", "disagreeing"])
@@ -253,6 +260,7 @@ def test_junit_xml_lists_every_check_with_its_measured_difference(checkpoint: Pa
     cases = {case.get("name"): case for case in ElementTree.parse(report).iter("testcase")}
     assert {"test_source_loads_safely", "test_written_files_reload_exactly"} <= cases.keys()
     assert not [name for name, case in cases.items() if case.find("failure") is not None]
+    assert ElementTree.parse(report).getroot().find("testsuite").get("name") == "ast conversion"  # type: ignore[union-attr]
     logits = cases["test_logits_match_the_original_implementation"]
     properties = {p.get("name"): p.get("value", "") for p in logits.iter("property")}
     assert float(properties["largest_difference"]) <= float(properties["tolerance"]) == 1e-4

@@ -15,7 +15,16 @@ import pytest
 
 from converters import output
 from converters.errors import ConversionError
-from converters.output import _alive, _exchange, check_target, clean_stale, make_staging, publish, write_safetensors
+from converters.output import (
+    _alive,
+    _exchange,
+    check_target,
+    clean_stale,
+    discard,
+    make_staging,
+    publish,
+    write_safetensors,
+)
 
 
 def staged(target: Path, files: dict[str, str]) -> Path:
@@ -176,9 +185,40 @@ def test_leftovers_of_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path) -
     live = make_staging(target)  # this process's own
     other = tmp_path / f".staging-other-{dead_pid}-xyz"  # another target's: not ours to touch
     other.mkdir()
+    sibling = make_staging(tmp_path / f"out-{dead_pid}")  # a live run's, for target "out-<pid>"
     assert sorted(clean_stale(target)) == sorted(stale)
-    assert live.exists() and other.exists()
+    assert not any(path.exists() for path in stale)
+    assert live.exists() and other.exists() and sibling.exists()
     assert not target.exists()
+
+
+def test_a_leftover_another_run_removed_meanwhile_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs may clean the same directory at once; discarding what is already gone is no error either."""
+    stale = tmp_path / ".staging-out-99999999-abc"
+    stale.mkdir()
+
+    def removed_by_the_other_run(pid: int) -> bool:
+        shutil.rmtree(stale)  # the other run was faster
+        return False
+
+    monkeypatch.setattr(output, "_alive", removed_by_the_other_run)
+    assert clean_stale(tmp_path / "out") == [stale]
+    discard(tmp_path / "never-made")
+
+
+def test_the_staging_directory_is_hidden_beside_the_target_and_names_this_run(tmp_path: Path) -> None:
+    staging = make_staging(tmp_path / "out")
+    assert staging.parent == tmp_path and staging.name.startswith(f".staging-out-{os.getpid()}-")
+
+
+def test_a_target_that_is_a_file_or_has_no_parent_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ConversionError) as refused:
+        check_target(tmp_path / "file", overwrite=True)
+    assert str(refused.value) == f"output path {tmp_path / 'file'} exists and is not a directory"
+    with pytest.raises(ConversionError) as refused:
+        check_target(tmp_path / "missing" / "out", overwrite=False)
+    assert str(refused.value) == f"the parent of output directory {tmp_path / 'missing' / 'out'} does not exist"
 
 
 def test_views_are_written_as_they_are_without_duplication(tmp_path: Path) -> None:

@@ -1,0 +1,125 @@
+"""The checks' pytest session: what it records of each check, when it passes, and what it keeps out.
+
+Each test runs a small checks module of its own through ``run_checks``, as the commands run theirs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from converters.session import Outcome, SessionResult, _one_line, run_checks
+
+
+def checks_module(tmp_path: Path, request: pytest.FixtureRequest, text: str) -> Path:
+    # A name of its own: pytest's importlib mode caches a module by its name relative to the rootdir.
+    path = tmp_path / ("checks_" + re.sub(r"\W", "_", request.node.name) + ".py")
+    path.write_text(text)
+    return path
+
+
+def test_the_report_table_aligns_each_check_with_its_result_difference_and_tolerance() -> None:
+    result = SessionResult(1, [Outcome("test_logits", "passed", "", 1.23456e-05, 1e-4),
+                               Outcome("test_published_slice", "skipped", "no --sample_audio given"),
+                               Outcome("test_keys", "failed", "missing key 'x'")])  # fmt: skip
+    assert result.table() == "\n".join([
+        "check                 result                             largest difference  tolerance",
+        "--------------------  ---------------------------------  ------------------  ---------",
+        "test_logits           passed                             1.23e-05            1e-04",
+        "test_published_slice  skipped (no --sample_audio given)",
+        "test_keys             failed",
+    ])  # fmt: skip
+
+
+OUTCOMES = """
+import pytest
+from converters.errors import ConversionError
+
+@pytest.fixture
+def breaks_on_teardown():
+    yield
+    raise ConversionError("teardown broke")
+
+@pytest.fixture
+def refuses():
+    raise ConversionError("fixture refused")
+
+def test_measured(conversion, measure):
+    assert conversion == "the conversion"
+    measure(1.5e-05, 1e-04)
+
+def test_passes_then_teardown_fails(breaks_on_teardown):
+    pass
+
+def test_fails_then_teardown_fails(breaks_on_teardown):
+    raise ConversionError("first problem")
+
+def test_setup_error(refuses):
+    pass
+
+def test_skipped():
+    pytest.skip("nothing to compare")
+
+def test_assertion():
+    assert 1 == 2, "differs"
+"""
+
+
+def test_each_checks_outcome_is_recorded_with_its_first_one_line_cause(
+    tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_checks(checks_module(tmp_path, request, OUTCOMES), "the conversion")
+    assert [(o.check, o.result, o.cause, o.difference, o.tolerance) for o in result.outcomes] == [
+        ("test_measured", "passed", "", 1.5e-05, 1e-04),
+        ("test_passes_then_teardown_fails", "error", "teardown broke", None, None),
+        ("test_fails_then_teardown_fails", "failed", "first problem", None, None),  # the first problem is kept
+        ("test_setup_error", "error", "fixture refused", None, None),
+        ("test_skipped", "skipped", "nothing to compare", None, None),
+        ("test_assertion", "failed", "AssertionError: differs", None, None),
+    ]
+    assert (result.exit_code, result.passed) == (1, False)
+    assert result.cause == "check test_passes_then_teardown_fails failed: teardown broke"
+    assert re.search(r"^ERROR \S+::test_setup_error\b", capsys.readouterr().out, re.MULTILINE)  # errors summarised
+    assert _one_line(" \n ") == ""
+
+
+def test_a_checks_module_that_cannot_be_imported_is_one_error_naming_the_missing_module(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """What a missing dependency of the checks (timm, s3prl) looks like to the user."""
+    checks = checks_module(tmp_path, request, "import no_such_module_for_checks\n")
+    result = run_checks(checks, object())
+    assert [(o.check, o.result, o.cause) for o in result.outcomes] == [
+        (f"collecting {checks.name}", "error", "ModuleNotFoundError: No module named 'no_such_module_for_checks'")
+    ]
+    assert (result.exit_code, result.passed) == (2, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "exit_code"),
+    [("import pytest\ndef test_s(): pytest.skip('nothing to check')\n", 0),
+     ("import pytest\ndef test_a(): pass\ndef test_b(): pytest.exit('stopped')\n", 2)],
+    ids=["all-skipped", "interrupted"],
+)  # fmt: skip
+def test_a_session_passes_only_if_pytest_exited_cleanly_and_a_check_passed(
+    tmp_path: Path, request: pytest.FixtureRequest, text: str, exit_code: int
+) -> None:
+    result = run_checks(checks_module(tmp_path, request, text), object())
+    assert (result.exit_code, result.passed) == (exit_code, False)
+    assert result.cause == f"the check session ended with pytest exit code {exit_code}"
+
+
+def test_the_checks_session_ignores_the_callers_plugins_and_addopts(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plugins installed beside the command, and options meant for the caller's own pytest, stay out."""
+    text = "def test_isolated(request):\n    assert request.config.pluginmanager.list_plugin_distinfo() == []\n"
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--no-such-option")
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    result = run_checks(checks_module(tmp_path, request, text), object())
+    assert [(o.check, o.result) for o in result.outcomes] == [("test_isolated", "passed")] and result.passed
+    assert os.environ["PYTEST_ADDOPTS"] == "--no-such-option"  # the caller's environment comes back as it was
+    assert "PYTEST_DISABLE_PLUGIN_AUTOLOAD" not in os.environ
