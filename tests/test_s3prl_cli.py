@@ -31,7 +31,7 @@ from converters.s3prl.convert import (
 from converters.s3prl.families import FAMILIES, Head
 from fixtures import commands
 from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
-from fixtures.s3prl_checkpoints import TINY, S3PRLCase, runner_checkpoint, write_classifier_config
+from fixtures.s3prl_checkpoints import ALL_CASES, TINY, S3PRLCase, runner_checkpoint, write_classifier_config
 
 WAV2VEC2, WAVLM = FAMILIES[0], FAMILIES[1]
 
@@ -285,7 +285,20 @@ def test_an_architecture_without_an_s3prl_head_is_refused(
     (tmp_path / "config.json").write_text(json.dumps(config))
     output = tmp_path / "out"
     result = run(case, output, config=tmp_path / "config.json")
-    refused(result, output, architecture, "Wav2Vec2ForXVector")
+    last = assert_refused(result, output, f"architectures[0] is {architecture!r}, which no s3prl downstream converts")
+    supported = last.removesuffix("; nothing was written").split("; supported: ")[1].split(", ")
+    assert supported == [family.model_class(head) for family, head in ALL_CASES]
+
+
+def test_a_config_that_is_not_json_is_refused_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"architectures": ["Wav2Vec2ForXVector"],')
+    with pytest.raises(ConversionError) as refusal:
+        read_config(config)
+    assert str(refusal.value) == (
+        f"config {config} cannot be read as JSON: Expecting property name enclosed in double quotes: line 1 column 42 "
+        "(char 41)"
+    )
 
 
 def test_a_base_model_that_is_not_local_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
