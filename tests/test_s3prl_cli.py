@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from converters.errors import ConversionError
 from converters.s3prl import cli as s3prl_cli
+from converters.s3prl import convert as s3prl_convert
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import (
     check_base_config,
@@ -56,6 +57,17 @@ def refused(result: commands.Result, output: Path, *words: str) -> None:
 def saved(path: Path, checkpoint: dict[str, Any]) -> Path:
     torch.save(checkpoint, path)
     return path
+
+
+def test_architectures_after_the_first_are_not_read(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    case = s3prl_case(WAV2VEC2, Head.FRAME)
+    config = json.loads(case.config.read_text())
+    config["architectures"] = ["Wav2Vec2ForAudioFrameClassification", "Wav2Vec2ForCTC"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    output = tmp_path / "out"
+    result = run(case, output, config=tmp_path / "config.json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert json.loads((output / "config.json").read_text())["architectures"] == ["Wav2Vec2ForAudioFrameClassification"]
 
 
 @pytest.mark.parametrize(("family", "head"), [(WAVLM, Head.XVECTOR), (WAV2VEC2, Head.SEQUENCE)])
@@ -125,6 +137,23 @@ def test_a_checkpoint_lacking_its_last_tdnn_layer_is_refused_naming_the_weights(
     assert str(refusal.value) == f"{path} provides no weights for tdnn.4.kernel.bias, tdnn.4.kernel.weight"
     output = tmp_path / "out"
     refused(run(case, output, checkpoint=path), output, f"{path} provides no weights for tdnn.4.kernel.bias")
+
+
+def test_a_head_parameter_no_rule_knows_is_named(
+    s3prl_case: Callable[..., S3PRLCase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a transformers release add a parameter to a head, the conversion names it instead of leaving
+    it at its random initialization."""
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    real_spec = s3prl_convert.head_spec
+    added = {"projector.scale": torch.empty(1, device="meta")}
+    monkeypatch.setattr(s3prl_convert, "head_spec", lambda target: {**real_spec(target), **added})
+    with pytest.raises(ConversionError) as refusal:
+        convert_head(read(case.checkpoint), read_config(case.config))
+    assert str(refusal.value) == (
+        "unexpected key 'projector.scale' in transformers' Wav2Vec2ForSequenceClassification head: "
+        "no mapping rule consumes it"
+    )
 
 
 def test_upstream_feature_normalize_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:

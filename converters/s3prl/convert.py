@@ -142,7 +142,9 @@ def convert_head(checkpoint: S3PRLCheckpoint, target: Target) -> dict[str, torch
         # The head joins a float32 base model; float16 and bfloat16 widen exactly, float64 would be rounded.
         raise ConversionError(f"{checkpoint.path}: the head's weights are {dtype}, which float32 cannot hold exactly")
     spec = head_spec(target)
-    check_shapes(source, target.mapping.inverse().apply(spec, where="the head spec"), str(checkpoint.path))
+    # A head parameter the rules do not know (a new transformers release) is named here, not left random.
+    expected = target.mapping.inverse().apply(spec, where=f"transformers' {target.model_class.__name__} head")
+    check_shapes(source, expected, str(checkpoint.path))
     missing = sorted(spec.keys() - tensors.keys())
     if missing:
         raise ConversionError(f"{checkpoint.path} provides no weights for {', '.join(missing)}")
