@@ -135,10 +135,11 @@ def upstream_hidden_states(base_model: Any) -> Iterator[list[torch.Tensor]]:
             handle.remove()
 
 
-def featurizer(base_model: Any, normalize: bool = False, layer_selection: int | None = None) -> Featurizer:
+def featurizer(base_model: Any, layer_selection: int | None = None) -> Featurizer:
     """s3prl's Featurizer over a transformers base model's hidden states (its print-outs silenced).
 
-    ``layer_selection`` is the runner's ``-l``: one hidden state, and then no ``weights``.
+    ``layer_selection`` is the runner's ``-l``: one hidden state, and then no ``weights``. ``normalize`` keeps
+    s3prl's default (False): checkpoints trained with upstream_feature_normalize are refused.
     """
     strides = base_model.config.conv_stride
     rate = int(torch.tensor(strides).prod().item())
@@ -147,7 +148,6 @@ def featurizer(base_model: Any, normalize: bool = False, layer_selection: int | 
             ShapeOnlyUpstream(base_model.config, rate),
             upstream_device="cpu",
             layer_selection=layer_selection,
-            normalize=normalize,
         ).eval()
 
 
