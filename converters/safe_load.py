@@ -4,7 +4,8 @@ Every load passes ``weights_only=True`` explicitly: left unset, ``TORCH_FORCE_NO
 in the environment would turn it off and run the pickle's code. Before torch reads a file, the archive
 is checked for what torch does not check: compressed members (torch never writes them; they are how a
 small file inflates to gigabytes) and every member's CRC (a flipped byte otherwise loads silently).
-The load is memory-mapped, so tensors are views of the file and cannot claim more memory than its size.
+The load is memory-mapped, so tensors are views of the file and cannot claim more memory than its size;
+torch does not then compare each storage with its data record, so that is checked after the load.
 torch's legacy (pre-1.6, non-zip) format has no CRCs and allocates the storage sizes its pickle declares
 before reading them, so it is refused with that reason. Failures become one-line ConversionErrors that
 name the file and the cause.
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import re
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -109,21 +112,63 @@ def load_checkpoint(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
         check_archive(path)
         if _verified is not None:
             _verified[path.resolve()] = version
-    try:
-        with torch.serialization.safe_globals(list(safe_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
-            names = ", ".join(_unsafe_globals(path)) or "an object outside the allowlist"
+    with torch.serialization.safe_globals(list(safe_globals)):  # also for naming what the allowlist lacks
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as error:
+            if "Weights only load failed" in str(error):
+                names = ", ".join(_unsafe_globals(path)) or "an object outside the allowlist"
+                raise ConversionError(
+                    f"checkpoint {path} refused: it references {names}, which a weights-only load does not allow "
+                    f"(nothing in it was run)"
+                ) from None
+            raise ConversionError(f"checkpoint {path} is corrupt: {_first_line(error)}") from None
+        except Exception as error:  # damaged bytes surface as any error the unpickler meets (IndexError, ...)
             raise ConversionError(
-                f"checkpoint {path} refused: it references {names}, which a weights-only load does not allow "
-                f"(nothing in it was run)"
+                f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(error)}"
             ) from None
-        raise ConversionError(f"checkpoint {path} is corrupt: {_first_line(error)}") from None
-    except Exception as error:  # damaged bytes surface as any error the unpickler meets (IndexError, ...)
-        raise ConversionError(
-            f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(error)}"
-        ) from None
+    check_storage_records(path, loaded)
+    return loaded
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a loaded object: iteratively (a pickle can nest deeper than the stack) and once."""
+    stack, seen = [obj], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:  # a pickle can make cycles
+            continue
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            yield item
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set):
+            stack.extend(item)
+        elif hasattr(item, "__dict__"):  # the allowlisted stand-ins
+            stack.extend(vars(item).values())
+
+
+def check_storage_records(path: Path, loaded: Any) -> None:
+    """Each storage the pickle declares must be exactly one data record of the archive.
+
+    The memory-mapped load does not compare them (torch's plain load does): a record shorter than its
+    storage, with valid CRCs, would load the bytes after it in the file as weights.
+    """
+    with zipfile.ZipFile(path) as archive:
+        records = Counter(m.file_size for m in archive.infolist() if re.fullmatch(r"[^/]+/data/[^/]+", m.filename))
+    storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in _tensors(loaded)}
+    declared = Counter(storages.values())
+    if declared - records:
+        cause = (
+            f"its pickle declares a storage of {min((declared - records).elements())} bytes that no data record holds"
+        )
+        raise ConversionError(f"checkpoint {path} is corrupt: {cause}")
+    if records - declared:
+        cause = (
+            f"a data record of {min((records - declared).elements())} bytes belongs to no storage its pickle declares"
+        )
+        raise ConversionError(f"checkpoint {path} is corrupt: {cause}")
 
 
 def check_weights(tensors: Mapping[str, torch.Tensor], where: str) -> None:

@@ -6,7 +6,9 @@ import io
 import math
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -61,13 +63,54 @@ def test_a_non_state_dict_is_refused_naming_what_is_wrong(obj: object, cause: st
         as_state_dict(obj, "ckpt.pth")
 
 
-def rezip(data: bytes, compression: int) -> bytes:
-    """The same archive with every member stored under ``compression``."""
+def rezip(data: bytes, compression: int, change: Callable[[str, bytes], bytes] | None = None) -> bytes:
+    """The same archive with every member stored under ``compression`` (its bytes passed through ``change``)."""
     source, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=compression) as target:
         for member in source.infolist():
-            target.writestr(member.filename, source.read(member.filename))
+            content = source.read(member.filename)
+            target.writestr(member.filename, change(member.filename, content) if change else content)
     return out.getvalue()
+
+
+def test_a_data_record_shorter_than_its_storage_is_refused(tmp_path: Path) -> None:
+    """Valid CRCs, a short record: a memory-mapped load would read the bytes after it as weights."""
+    path = tmp_path / "short.pth"
+    path.write_bytes(
+        rezip(VALID, zipfile.ZIP_STORED, lambda name, data: data[:4] if name.endswith("/data/1") else data)
+    )
+    with pytest.raises(ConversionError) as refusal:
+        load_checkpoint(path)
+    cause = "its pickle declares a storage of 32 bytes that no data record holds"
+    assert str(refusal.value) == f"checkpoint {path} is corrupt: {cause}"
+
+
+def test_a_data_record_no_storage_declares_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "extra.pth"
+    path.write_bytes(VALID)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED) as archive:
+        prefix = archive.namelist()[0].split("/")[0]
+        archive.writestr(f"{prefix}/data/99", b"\0" * 12)
+    with pytest.raises(ConversionError) as refusal:
+        load_checkpoint(path)
+    cause = "a data record of 12 bytes belongs to no storage its pickle declares"
+    assert str(refusal.value) == f"checkpoint {path} is corrupt: {cause}"
+
+
+def test_storages_shared_empty_or_nested_load_as_saved(tmp_path: Path) -> None:
+    """Views share one record, empty tensors have empty ones, and tensors anywhere in the object count."""
+    base = torch.arange(10.0)
+    saved: dict[str, Any] = {
+        "a": base[:3], "b": base[5:], "empty": torch.zeros(0, 3), "nested": [[torch.ones(2, dtype=torch.bfloat16)]],
+        "parameter": torch.nn.Parameter(torch.full((2,), 3.0)), "scalar": torch.tensor(5),
+    }  # fmt: skip
+    path = tmp_path / "shapes.pth"
+    torch.save(saved, path)
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["a"], base[:3]) and torch.equal(loaded["b"], base[5:])
+    assert loaded["a"].untyped_storage().data_ptr() == loaded["b"].untyped_storage().data_ptr()
+    assert loaded["empty"].shape == (0, 3) and torch.equal(loaded["nested"][0][0], saved["nested"][0][0])
+    assert torch.equal(loaded["parameter"], saved["parameter"]) and loaded["scalar"].item() == 5
 
 
 def test_a_rezipped_stored_archive_still_loads(tmp_path: Path) -> None:
