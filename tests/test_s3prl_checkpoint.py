@@ -38,6 +38,12 @@ def test_a_runner_checkpoint_is_read_with_its_arguments(tmp_path: Path) -> None:
     assert checkpoint.entries == ("Downstream", "Featurizer", "Args", "Step")
 
 
+def test_tensors_in_the_args_are_counted_as_storages(tmp_path: Path) -> None:
+    """The loader matches every storage with a data record, also those held by the Namespace stand-in."""
+    path = saved(tmp_path, runner(Args=argparse.Namespace(upstream="wav2vec2_local", mean=torch.full((3,), 0.5))))
+    assert torch.equal(read(path).args["mean"], torch.full((3,), 0.5))
+
+
 def test_args_saved_as_a_dict_are_read_too(tmp_path: Path) -> None:
     assert read(saved(tmp_path, runner(Args={"upstream": "hubert_local"}))).args == {"upstream": "hubert_local"}
 

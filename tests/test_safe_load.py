@@ -90,10 +90,10 @@ def test_a_data_record_no_storage_declares_is_refused(tmp_path: Path) -> None:
     path.write_bytes(VALID)
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED) as archive:
         prefix = archive.namelist()[0].split("/")[0]
-        archive.writestr(f"{prefix}/data/99", b"\0" * 12)
+        archive.writestr(f"{prefix}/data/99", b"\0" * 100)
     with pytest.raises(ConversionError) as refusal:
         load_checkpoint(path)
-    cause = "a data record of 12 bytes belongs to no storage its pickle declares"
+    cause = "a data record of 100 bytes belongs to no storage its pickle declares"
     assert str(refusal.value) == f"checkpoint {path} is corrupt: {cause}"
 
 
@@ -111,6 +111,16 @@ def test_storages_shared_empty_or_nested_load_as_saved(tmp_path: Path) -> None:
     assert loaded["a"].untyped_storage().data_ptr() == loaded["b"].untyped_storage().data_ptr()
     assert loaded["empty"].shape == (0, 3) and torch.equal(loaded["nested"][0][0], saved["nested"][0][0])
     assert torch.equal(loaded["parameter"], saved["parameter"]) and loaded["scalar"].item() == 5
+
+
+def test_tensors_beyond_a_cycle_are_counted(tmp_path: Path) -> None:
+    """A pickle can make cycles; the walk over the loaded object visits each object once and goes on."""
+    cycle: list[Any] = [torch.ones(1)]
+    cycle.append(cycle)
+    path = tmp_path / "cycle.pth"
+    torch.save({"a": cycle, "b": [cycle, torch.full((3,), 2.0)], "c": torch.zeros(4)}, path)
+    loaded = load_checkpoint(path)
+    assert loaded["a"][1] is loaded["a"] and torch.equal(loaded["b"][1], torch.full((3,), 2.0))
 
 
 def test_a_rezipped_stored_archive_still_loads(tmp_path: Path) -> None:
