@@ -157,18 +157,18 @@ def check_storage_records(path: Path, loaded: Any) -> None:
     """
     with zipfile.ZipFile(path) as archive:
         records = Counter(m.file_size for m in archive.infolist() if re.fullmatch(r"[^/]+/data/[^/]+", m.filename))
-    storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in _tensors(loaded)}
+    storages = {}
+    for tensor in _tensors(loaded):
+        storage = tensor.untyped_storage()
+        storages[storage._cdata] = storage.nbytes()  # views share one storage: count it once
     declared = Counter(storages.values())
-    if declared - records:
-        cause = (
-            f"its pickle declares a storage of {min((declared - records).elements())} bytes that no data record holds"
-        )
-        raise ConversionError(f"checkpoint {path} is corrupt: {cause}")
-    if records - declared:
-        cause = (
-            f"a data record of {min((records - declared).elements())} bytes belongs to no storage its pickle declares"
-        )
-        raise ConversionError(f"checkpoint {path} is corrupt: {cause}")
+    if unheld := declared - records:
+        cause = f"its pickle declares a storage of {min(unheld.elements())} bytes that no data record holds"
+    elif unclaimed := records - declared:
+        cause = f"a data record of {min(unclaimed.elements())} bytes belongs to no storage its pickle declares"
+    else:
+        return
+    raise ConversionError(f"checkpoint {path} is corrupt: {cause}")
 
 
 def check_weights(tensors: Mapping[str, torch.Tensor], where: str) -> None:
