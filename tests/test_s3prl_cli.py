@@ -449,15 +449,19 @@ def base_copy(case: S3PRLCase, tmp_path: Path, **changes: object) -> Path:
     return base
 
 
-def base_with_changed_weight(
-    case: S3PRLCase, tmp_path: Path, suffix: str, change: Callable[[dict[str, torch.Tensor], str], object]
+def base_with_changed_weights(
+    case: S3PRLCase, tmp_path: Path, change: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 ) -> Path:
-    """The case's base model with ``change(weights, key)`` applied to block 0's attention weight ``suffix``."""
+    """The case's base model with its weights replaced by ``change(weights)``."""
     base = base_copy(case, tmp_path)
     weights = load_file(base / "model.safetensors")
-    change(weights, next(k for k in weights if k.endswith(f"encoder.layers.0.attention.{suffix}")))
-    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    save_file(change(weights), base / "model.safetensors", metadata={"format": "pt"})
     return base
+
+
+def block_0_attention(weights: dict[str, torch.Tensor], pattern: str) -> list[str]:
+    """The keys of block 0's attention weights whose names end in ``pattern`` (a regex), sorted."""
+    return sorted(k for k in weights if re.search(rf"encoder\.layers\.0\.attention\.{pattern}$", k))
 
 
 @pytest.mark.parametrize(("field", "value"), [("hidden_size", 48), ("num_hidden_layers", 3), ("conv_dim", [16, 16])])
@@ -509,10 +513,11 @@ def test_a_base_weight_of_the_wrong_shape_is_refused_naming_it(
 ) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
 
-    def narrower(weights: dict[str, torch.Tensor], key: str) -> None:
-        weights[key] = weights[key][:, :-1].contiguous()
+    def narrower(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        (key,) = block_0_attention(weights, r"k_proj\.weight")
+        return {**weights, key: weights[key][:, :-1].contiguous()}
 
-    base = base_with_changed_weight(case, tmp_path, "k_proj.weight", narrower)
+    base = base_with_changed_weights(case, tmp_path, narrower)
     output = tmp_path / "out"
     refused(run(case, output, base=str(base)), output, "does not fit the config", "k_proj.weight")
 
@@ -533,12 +538,10 @@ def test_a_base_model_lacking_a_weight_is_refused_naming_it(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
-    base = base_copy(case, tmp_path)
-    weights = load_file(base / "model.safetensors")
-    dropped = sorted(k for k in weights if re.search(r"encoder\.layers\.0\.attention\.[a-z_]+\.bias$", k))
+    dropped = block_0_attention(load_file(case.base / "model.safetensors"), r"[a-z_]+\.bias")
     assert len(dropped) == 4
-    save_file(
-        {k: v for k, v in weights.items() if k not in dropped}, base / "model.safetensors", metadata={"format": "pt"}
+    base = base_with_changed_weights(
+        case, tmp_path, lambda weights: {k: v for k, v in weights.items() if k not in dropped}
     )
     output = tmp_path / "out"
     result = run(case, output, base=str(base))
