@@ -358,15 +358,6 @@ def test_a_hub_name_resolves_from_the_local_cache(
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
 
 
-def test_a_non_finite_head_weight_is_named(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
-    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
-    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY)
-    checkpoint["Downstream"]["model.post_net.linear.bias"][2] = float("inf")
-    output = tmp_path / "out"
-    result = run(case, output, checkpoint=saved(tmp_path / "inf.ckpt", checkpoint))
-    refused(result, output, f"{tmp_path / 'inf.ckpt'}: Downstream.model.post_net.linear.bias holds 1 non-finite value")
-
-
 def infinite_bias(checkpoint: dict[str, Any]) -> None:
     checkpoint["Downstream"]["model.post_net.linear.bias"][2] = float("inf")
 
@@ -408,13 +399,23 @@ def test_convert_head_refuses_naming_the_checkpoint(
     assert str(refusal.value) == cause.format(path=path)
 
 
-def test_a_double_precision_head_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        (infinite_bias, "{path}: Downstream.model.post_net.linear.bias holds 1 non-finite value"),
+        (double_precision, "torch.float64, which float32 cannot hold exactly"),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)
+def test_a_faulty_head_is_refused_by_the_command_naming_the_cause(
+    fault: Callable[[dict[str, Any]], None], cause: str, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY)
-    double_precision(checkpoint)
+    fault(checkpoint)
+    path = saved(tmp_path / "faulty.ckpt", checkpoint)
     output = tmp_path / "out"
-    result = run(case, output, checkpoint=saved(tmp_path / "double.ckpt", checkpoint))
-    refused(result, output, "torch.float64, which float32 cannot hold exactly")
+    refused(run(case, output, checkpoint=path), output, cause.format(path=path))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
