@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -47,8 +48,8 @@ MUTATION_ORDER = [
     "test_errors", "test_locator", "test_mapping", "test_mapping_properties", "test_s3prl_checkpoint",
     "test_hub_layout", "test_s3prl_properties", "test_safe_load", "test_output", "test_fuzz",
     "test_transformers_versions", "test_ast_equivalence", "test_ast_divergence",
-    "test_s3prl_equivalence", "test_goldens", "test_ast_goldens", "test_s3prl_goldens", "test_ast_cli",
-    "test_s3prl_cli",
+    "test_s3prl_derive", "test_s3prl_equivalence", "test_goldens", "test_ast_goldens", "test_s3prl_goldens",
+    "test_s3prl_written_directory", "test_ast_cli", "test_s3prl_cli",
 ]  # fmt: skip
 
 
@@ -167,7 +168,9 @@ def ast_checkpoint(artifacts: SharedArtifacts) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def s3prl_case(artifacts: SharedArtifacts) -> Callable[..., object]:
-    """``s3prl_case(family, head, size)``: base model dir, classifier config and runner checkpoint."""
+    """``s3prl_case(family, head, size, stable=False, weighted=True)``: base model dir, classifier config and
+    runner checkpoint; ``stable``: the base's encoder ends in a LayerNorm (do_stable_layer_norm); ``weighted``:
+    the head weighs every hidden state (else it was trained on the last one, ``-l``)."""
     from fixtures.s3prl_checkpoints import (
         TINY,
         S3PRLCase,
@@ -176,16 +179,17 @@ def s3prl_case(artifacts: SharedArtifacts) -> Callable[..., object]:
         write_runner_checkpoint,
     )
 
-    def get(family: object, head: object, size: object = TINY) -> S3PRLCase:
-        stem = f"s3prl-{family.name}-{size.name}"  # type: ignore[attr-defined]
-        base = artifacts.get(stem, lambda p: write_base_model(p, family, size))  # type: ignore[arg-type]
-        case = f"{stem}-{head.name}"  # type: ignore[attr-defined]
-        config = artifacts.get(f"{case}.json", lambda p: write_classifier_config(p, family, head, size))  # type: ignore[arg-type]
-        checkpoint = artifacts.get(
-            f"{case}.ckpt",
-            lambda p: write_runner_checkpoint(p, base, family, head, size),  # type: ignore[arg-type]
+    def get(family: Any, head: Any, size: Any = TINY, *, stable: bool = False, weighted: bool = True) -> S3PRLCase:
+        stem = f"s3prl-{family.name}-{size.name}" + ("-stable" if stable else "")
+        base = artifacts.get(stem, lambda p: write_base_model(p, family, size, stable))
+        case = f"{stem}-{head.name}" + ("" if weighted else "-last-layer")
+        config = artifacts.get(
+            f"{case}.json", lambda p: write_classifier_config(p, family, head, size, weighted, stable)
         )
-        return S3PRLCase(family, head, size, base, config, checkpoint)  # type: ignore[arg-type]
+        checkpoint = artifacts.get(
+            f"{case}.ckpt", lambda p: write_runner_checkpoint(p, base, family, head, size, weighted=weighted)
+        )
+        return S3PRLCase(family, head, size, base, config, checkpoint, stable, weighted)
 
     return get
 

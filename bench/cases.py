@@ -27,13 +27,7 @@ WAV2VEC2 = FAMILIES[0]
 S3PRL_SIZES = {
     "tiny": s3prl_checkpoints.TINY,
     "base": s3prl_checkpoints.SUPERB,
-    "large": s3prl_checkpoints.Size(
-        "large",
-        {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
-        projector=256,
-        tdnn=(512, 1500),
-        labels=1251,  # VoxCeleb1 speakers
-    ),
+    "large": s3prl_checkpoints.LARGE,
 }
 
 

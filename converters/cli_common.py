@@ -61,6 +61,8 @@ def run_conversion(
         with archives_checked_once():  # the checks load the source several times: read its CRCs once
             result = run_checks(checks, make_conversion(staging), junitxml=junitxml)
         print("\n" + result.table())
+        if result.notes:
+            print("\n" + "\n".join(result.notes))
         if not result.passed:
             raise ConversionError(result.cause)
         publish(staging, target, overwrite)

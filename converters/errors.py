@@ -2,9 +2,10 @@
 
 
 def first_line(error: BaseException) -> str:
-    """An error's first line for a one-line cause; its type name when it says nothing."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """An error's one-line cause: its first line that is not a header (``Error(s) in loading state_dict
+    for X:`` is followed by the line naming the key); its type name when it says nothing."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if not line.endswith(":")), lines[-1] if lines else type(error).__name__)
 
 
 class ConversionError(Exception):

@@ -33,6 +33,7 @@ class Outcome:
 class SessionResult:
     exit_code: int
     outcomes: list[Outcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the checks say beside their results
 
     @property
     def passed(self) -> bool:
@@ -88,6 +89,13 @@ def conversion(request: pytest.FixtureRequest) -> object:
     return request.config.stash[PLUGIN].conversion
 
 
+@pytest.fixture(scope="session")
+def notes(request: pytest.FixtureRequest) -> list[str]:
+    """Lines a check adds to the report under the table (where a derived value came from, say)."""
+    notes: list[str] = request.config.stash[PLUGIN].notes
+    return notes
+
+
 @pytest.fixture
 def measure(request: pytest.FixtureRequest) -> Any:
     """``measure(difference, tolerance)`` records a check's largest difference for the report."""
@@ -107,6 +115,7 @@ class ConversionPlugin:
         self.conversion = conversion
         self.outcomes: dict[str, Outcome] = {}
         self.measured: dict[str, tuple[float, float]] = {}
+        self.notes: list[str] = []
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.stash[PLUGIN] = self
@@ -189,4 +198,4 @@ def run_checks(checks: Path, conversion: object, *, junitxml: Path | None = None
     with mock.patch.dict(os.environ, {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}):
         os.environ.pop("PYTEST_ADDOPTS", None)
         exit_code = pytest.main(args, plugins=[plugin, sys.modules[__name__]])
-    return SessionResult(int(exit_code), list(plugin.outcomes.values()))
+    return SessionResult(int(exit_code), list(plugin.outcomes.values()), plugin.notes)

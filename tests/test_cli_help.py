@@ -36,12 +36,16 @@ COMMANDS = {
         [
             ("--base_model_name BASE_MODEL_NAME",
              "a local transformers model directory, or a hub name found in the local cache"),
-            ("--config_path CONFIG_PATH", "the classifier config.json; architectures[0] picks the head"),
+            ("--config_path CONFIG_PATH",
+             "a hand-written classifier config.json, checked against what the checkpoint implies (default: none; "
+             "the config is derived from the checkpoint and the base model)"),
+            ("--labels FILE", "class names, one per line in output order (default: s3prl's own list where it fixes "
+                              "one, else LABEL_i)"),
             ("--checkpoint_path CHECKPOINT_PATH", "the s3prl runner checkpoint"),
             ("--model_dump_path MODEL_DUMP_PATH", "output directory"),
             *SHARED,
         ],
-        ["--base_model_name", "--config_path", "--checkpoint_path", "--model_dump_path"],
+        ["--base_model_name", "--checkpoint_path", "--model_dump_path"],
     ),
 }  # fmt: skip
 

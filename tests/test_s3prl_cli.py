@@ -6,10 +6,13 @@ conversion through the installed console script with the hub cache given as user
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,24 +26,34 @@ from converters.s3prl import cli as s3prl_cli
 from converters.s3prl import convert as s3prl_convert
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import (
-    check_base_config,
     check_representable,
     convert_head,
     read_config,
     resolve_base,
+    target_for,
 )
+from converters.s3prl.derive import base_config
 from converters.s3prl.families import FAMILIES, Head
 from fixtures import commands
 from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
-from fixtures.s3prl_checkpoints import ALL_CASES, TINY, S3PRLCase, runner_checkpoint, write_classifier_config
+from fixtures.s3prl_checkpoints import (
+    ALL_CASES,
+    STABLE_CASES,
+    TINY,
+    S3PRLCase,
+    runner_checkpoint,
+    write_classifier_config,
+)
 
 WAV2VEC2, WAVLM = FAMILIES[0], FAMILIES[1]
 
 
 def arguments(case: S3PRLCase, output: Path, *, checkpoint: Path | None = None, config: Path | None = None,
               base: str | None = None) -> list[str]:  # fmt: skip
-    return ["--base_model_name", base or str(case.base), "--config_path", str(config or case.config),
-            "--checkpoint_path", str(checkpoint or case.checkpoint), "--model_dump_path", str(output)]  # fmt: skip
+    """The command's arguments; ``--config_path`` only where a test gives one (else the config is derived)."""
+    given = ["--config_path", str(config)] if config is not None else []
+    return ["--base_model_name", base or str(case.base), *given, "--checkpoint_path",
+            str(checkpoint or case.checkpoint), "--model_dump_path", str(output)]  # fmt: skip
 
 
 def run(case: S3PRLCase, output: Path, *, checkpoint: Path | None = None, config: Path | None = None,
@@ -70,12 +83,14 @@ def test_architectures_after_the_first_are_not_read(s3prl_case: Callable[..., S3
     assert json.loads((output / "config.json").read_text())["architectures"] == ["Wav2Vec2ForAudioFrameClassification"]
 
 
+@pytest.mark.parametrize("given", [False, True], ids=["derived-config", "given-config"])
 @pytest.mark.parametrize(("family", "head"), [(WAVLM, Head.XVECTOR), (WAV2VEC2, Head.SEQUENCE)])
 def test_a_good_checkpoint_converts_with_a_passing_report(
-    family: Any, head: Head, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+    family: Any, head: Head, given: bool, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
     output = tmp_path / "out"
-    result = run(s3prl_case(family, head), output)
+    case = s3prl_case(family, head)
+    result = run(case, output, config=case.config if given else None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert {p.name for p in output.iterdir()} == OUTPUT_FILES
     assert "test_head_matches_s3prl PASSED" in result.stdout
@@ -84,19 +99,37 @@ def test_a_good_checkpoint_converts_with_a_passing_report(
     assert json.loads((output / "config.json").read_text())["architectures"] == [family.model_class(head)]
 
 
-def test_a_diarization_head_with_rnn_layers_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+def without_config(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """As a checkpoint trimmed to its weights: no Config (nor Optimizer); its keys decide alone."""
+    return {key: value for key, value in checkpoint.items() if key not in ("Config", "Optimizer")}
+
+
+@pytest.mark.parametrize(("trimmed", "words"), [(False, ("modelrc rnn_layers = 1", "without an RNN")),
+                                                (True, ("Downstream.model.rnn.", "rnn_layers: 0"))],
+                         ids=["with-config", "keys-only"])  # fmt: skip
+def test_a_diarization_head_with_rnn_layers_is_refused(
+    trimmed: bool, words: tuple[str, ...], s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
     case = s3prl_case(WAV2VEC2, Head.FRAME)
     rnn = runner_checkpoint(case.base, WAV2VEC2, Head.FRAME, TINY, expert_options={"rnn_layers": 1, "hidden_size": 16})
     output = tmp_path / "out"
-    result = run(case, output, checkpoint=saved(tmp_path / "rnn.ckpt", rnn))
-    refused(result, output, "Downstream.model.rnn.", "rnn_layers: 0")
+    result = run(case, output, checkpoint=saved(tmp_path / "rnn.ckpt", without_config(rnn) if trimmed else rnn))
+    refused(result, output, *words)
 
 
-def test_tdnn_batch_norm_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("trimmed", "words"),
+    [(False, ("batch_norm = True", "no batch norm")), (True, (".bn.", "batch norm"))],
+    ids=["with-config", "keys-only"],
+)
+def test_tdnn_batch_norm_is_refused(
+    trimmed: bool, words: tuple[str, ...], s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
     case = s3prl_case(WAV2VEC2, Head.XVECTOR)
     bn = runner_checkpoint(case.base, WAV2VEC2, Head.XVECTOR, TINY, expert_options={"batch_norm": True})
     output = tmp_path / "out"
-    refused(run(case, output, checkpoint=saved(tmp_path / "bn.ckpt", bn)), output, ".bn.", "batch norm")
+    refused(run(case, output, checkpoint=saved(tmp_path / "bn.ckpt", without_config(bn) if trimmed else bn)), output,
+            *words)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -107,36 +140,50 @@ def test_an_xvector_config_with_other_tdnn_layers_is_refused(
 ) -> None:
     """s3prl's XVector has fixed kernels and dilations; a config with any other would compute something else."""
     case = s3prl_case(WAV2VEC2, Head.XVECTOR)
-    target = read_config(case.config)
-    target.config.tdnn_kernel, target.config.tdnn_dilation = kernels, dilations
+    config = changed_config(case, tmp_path, tdnn_kernel=list(kernels), tdnn_dilation=list(dilations))
+    found = [f"{name} is {value}, but {fixed} from s3prl's XVector (fixed)" for name, value, fixed in
+             (("tdnn_kernel", list(kernels), [5, 3, 3, 1, 1]), ("tdnn_dilation", list(dilations), [1, 2, 3, 1, 1]))
+             if value != fixed]  # fmt: skip
     with pytest.raises(ConversionError) as refusal:
-        check_representable(read(case.checkpoint), target)
-    assert str(refusal.value) == (
-        f"the config has tdnn_kernel {list(kernels)} and tdnn_dilation {list(dilations)}; "
-        "s3prl's XVector uses [5, 3, 3, 1, 1] and [1, 2, 3, 1, 1]"
-    )
+        target_for(read(case.checkpoint), case.base, config)
+    assert str(refusal.value) == disagreement(config, *found)
 
 
-def test_tdnn_settings_do_not_matter_to_other_heads(s3prl_case: Callable[..., S3PRLCase]) -> None:
+def changed_config(case: S3PRLCase, tmp_path: Path, **changes: Any) -> Path:
+    """The case's hand-written classifier config with ``changes``."""
+    config = json.loads(case.config.read_text())
+    config.update(changes)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def disagreement(config: Path, *found: str) -> str:
+    return f"config {config} disagrees with what the checkpoint and the base model imply: " + "; ".join(found)
+
+
+def test_tdnn_settings_do_not_matter_to_other_heads(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
-    target = read_config(case.config)
-    target.config.tdnn_kernel, target.config.tdnn_dilation = (3, 3), (2, 2)
-    check_representable(read(case.checkpoint), target)  # no refusal
+    config = changed_config(case, tmp_path, tdnn_kernel=[3, 3], tdnn_dilation=[2, 2])
+    target_for(read(case.checkpoint), case.base, config)  # no refusal
 
 
 def test_a_checkpoint_lacking_its_last_tdnn_layer_is_refused_naming_the_weights(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
-    """The mapping takes any number of layers; the config's five are what must be filled."""
+    """The mapping takes any number of layers; s3prl's XVector's five are what must be there. The key-coverage
+    check names the first missing key (with a config taken as given); deriving the config names the tensor
+    tdnn_dim is read from."""
     case = s3prl_case(WAV2VEC2, Head.XVECTOR)
     checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.XVECTOR, TINY)
     checkpoint["Downstream"] = {k: v for k, v in checkpoint["Downstream"].items() if ".module.4." not in k}
     path = saved(tmp_path / "four.ckpt", checkpoint)
     with pytest.raises(ConversionError) as refusal:
         convert_head(read(path), read_config(case.config))
-    assert str(refusal.value) == f"{path} provides no weights for tdnn.4.kernel.bias, tdnn.4.kernel.weight"
+    key = "Downstream.model.framelevel_feature_extractor.module.4.kernel"
+    assert str(refusal.value) == f"missing key '{key}.weight' in {path} (and 1 more)"
     output = tmp_path / "out"
-    refused(run(case, output, checkpoint=path), output, f"{path} provides no weights for tdnn.4.kernel.bias")
+    refused(run(case, output, checkpoint=path), output, f"{key}.weight is missing in {path}; tdnn_dim is read from it")
 
 
 def test_a_head_parameter_no_rule_knows_is_named(
@@ -197,9 +244,10 @@ def test_a_weighted_sum_without_featurizer_weights_is_refused(
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     one_layer = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
     output = tmp_path / "out"
-    result = run(case, output, checkpoint=saved(tmp_path / "layer.ckpt", one_layer))
+    result = run(case, output, checkpoint=saved(tmp_path / "layer.ckpt", one_layer), config=case.config)
     layer = TINY.base["num_hidden_layers"]
-    refused(result, output, "use_weighted_layer_sum", "no Featurizer.weights", f"upstream_layer_selection={layer})")
+    refused(result, output, "use_weighted_layer_sum is True, but False from no Featurizer.weights",
+            f"Args.upstream_layer_selection {layer})")  # fmt: skip
 
 
 def test_featurizer_weights_without_a_weighted_sum_are_refused(
@@ -208,7 +256,8 @@ def test_featurizer_weights_without_a_weighted_sum_are_refused(
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     config = write_classifier_config(tmp_path / "config.json", WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
     output = tmp_path / "out"
-    refused(run(case, output, config=config), output, "Featurizer.weights", "left unused")
+    refused(run(case, output, config=config), output,
+            "use_weighted_layer_sum is False, but True from Featurizer.weights (3 layer weights)")  # fmt: skip
 
 
 def test_a_head_trained_on_the_last_hidden_state_converts_without_a_weighted_sum(
@@ -218,11 +267,12 @@ def test_a_head_trained_on_the_last_hidden_state_converts_without_a_weighted_sum
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     config = write_classifier_config(tmp_path / "config.json", WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
     last_layer = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
-    output = tmp_path / "out"
-    result = run(case, output, checkpoint=saved(tmp_path / "last.ckpt", last_layer), config=config)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "test_head_matches_s3prl PASSED" in result.stdout
-    assert json.loads((output / "config.json").read_text())["use_weighted_layer_sum"] is False
+    for given in (config, None):  # the hand-written config, and the one derived from the checkpoint
+        output = tmp_path / f"out-{given is None}"
+        result = run(case, output, checkpoint=saved(tmp_path / "last.ckpt", last_layer), config=given)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        assert "test_head_matches_s3prl PASSED" in result.stdout
+        assert json.loads((output / "config.json").read_text())["use_weighted_layer_sum"] is False
 
 
 @pytest.mark.parametrize(("layer", "accepted"), [(-1, True), (None, True), (TINY.base["num_hidden_layers"], True),
@@ -274,13 +324,19 @@ def test_an_unused_downstream_key_is_named(s3prl_case: Callable[..., S3PRLCase],
         convert_head(read(path), read_config(case.config))
 
 
-def test_a_head_weight_of_the_wrong_shape_is_named(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("trimmed", "cause"), [
+    (False, "its Config declares modelrc input_dim = 16, but Downstream.connector.weight has shape (32, 16)"),
+    (True, "Downstream.connector.weight in {path} has shape (32, 16), but the config needs (16, 32)"),
+], ids=["with-config", "keys-only"])  # fmt: skip
+def test_a_head_weight_of_the_wrong_shape_is_named(
+    trimmed: bool, cause: str, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
     case = s3prl_case(WAV2VEC2, Head.XVECTOR)
     checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.XVECTOR, TINY)
     checkpoint["Downstream"]["connector.weight"] = checkpoint["Downstream"]["connector.weight"].T.contiguous()
     output = tmp_path / "out"
-    result = run(case, output, checkpoint=saved(tmp_path / "shape.ckpt", checkpoint))
-    refused(result, output, "Downstream.connector.weight", "(32, 16)", "(16, 32)")
+    path = saved(tmp_path / "shape.ckpt", without_config(checkpoint) if trimmed else checkpoint)
+    refused(run(case, output, checkpoint=path), output, cause.format(path=path))
 
 
 def test_a_trained_upstream_is_refused(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -465,36 +521,41 @@ def block_0_attention(weights: dict[str, torch.Tensor], pattern: str) -> list[st
     return sorted(k for k in weights if re.search(rf"encoder\.layers\.0\.attention\.{pattern}$", k))
 
 
-@pytest.mark.parametrize(("field", "value"), [("hidden_size", 48), ("num_hidden_layers", 3), ("conv_dim", [16, 16])])
-def test_a_base_model_of_another_size_is_refused_naming_the_field(
+@pytest.mark.parametrize(("field", "value"), [("hidden_size", 48), ("num_hidden_layers", 3), ("conv_dim", [16, 16, 16]),
+                                            ("do_stable_layer_norm", True)])  # fmt: skip
+def test_a_base_model_of_another_kind_than_the_config_is_refused_naming_the_field(
     field: str, value: object, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
-    target = read_config(case.config)
-    ours = getattr(target.config, field)
+    base = base_copy(case, tmp_path, **{field: value})
+    ours = json.loads(case.config.read_text())[field]
     with pytest.raises(ConversionError) as refused:
-        check_base_config(base_copy(case, tmp_path, **{field: value}), target)
-    ours = list(ours) if isinstance(ours, tuple) else ours
-    assert str(refused.value) == f"the config's {field} is {ours}, but base model {tmp_path / 'base'} has {value}"
+        target_for(read(case.checkpoint), base, case.config)
+    assert str(refused.value) == disagreement(case.config, f"{field} is {ours!r}, but base model {base} has {value!r}")
 
 
-def test_base_fields_the_base_config_leaves_out_are_the_configs(
+def test_a_field_the_base_config_leaves_out_is_its_config_class_default(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
+    """transformers reads an absent field as its config class's default: so does the comparison."""
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
-    target = read_config(case.config)
-    assert isinstance(target.config.conv_dim, list | tuple)
-    check_base_config(base_copy(case, tmp_path, hidden_size=None, conv_dim=None), target)  # no refusal
+    base = base_copy(case, tmp_path, hidden_size=None)
+    with pytest.raises(ConversionError) as refused:
+        target_for(read(case.checkpoint), base, case.config)
+    assert str(refused.value) == disagreement(case.config, f"hidden_size is 32, but base model {base} has 768")
 
 
 def test_a_field_held_as_a_tuple_equals_the_base_configs_list(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
     """Config classes default sequences to tuples; config.json holds lists. Equal values are equal."""
+    from converters.s3prl.derive import derive, disagreements
+
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     target = read_config(case.config)
     target.config.conv_dim = tuple(target.config.conv_dim)
-    check_base_config(base_copy(case, tmp_path, conv_dim=list(target.config.conv_dim)), target)  # no refusal
+    derived = derive(read(case.checkpoint), case.base)
+    assert disagreements(derived, target.config, {}, case.base) == []
 
 
 def test_a_base_model_without_a_readable_config_is_refused(
@@ -504,7 +565,7 @@ def test_a_base_model_without_a_readable_config_is_refused(
     base = base_copy(case, tmp_path)
     (base / "config.json").write_text("{not json")
     with pytest.raises(ConversionError, match=rf"^base model {re.escape(str(base))} has no readable config.json: "):
-        check_base_config(base, read_config(case.config))
+        base_config(base)
     output = tmp_path / "out"
     refused(run(case, output, base=str(base)), output, "has no readable config.json")
 
@@ -595,3 +656,91 @@ def test_the_command_passes_its_arguments_on(
     assert (conversion.config, conversion.checkpoint) == (bad_config, case.checkpoint)  # Paths, not strings
     with pytest.raises(ConversionError, match="architectures"):
         passed["validate"]()
+
+
+def test_a_checkpoint_without_best_score_converts(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    """best_score is training bookkeeping; checkpoints trimmed to their weights leave it out."""
+    case = s3prl_case(WAV2VEC2, Head.XVECTOR)
+    trimmed = runner_checkpoint(case.base, WAV2VEC2, Head.XVECTOR, TINY, best_score=False)
+    assert "best_score" not in trimmed["Downstream"]
+    output = tmp_path / "out"
+    result = run(case, output, checkpoint=saved(tmp_path / "trimmed.ckpt", trimmed))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "test_head_matches_s3prl PASSED" in result.stdout
+
+
+def test_a_key_s3prls_head_needs_is_named_by_the_key_coverage_check(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """Never discovered first inside the reference (s3prl's strict load_state_dict)."""
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, best_score=False)
+    del checkpoint["Downstream"]["projector.bias"]
+    path = saved(tmp_path / "lacking.ckpt", checkpoint)
+    output = tmp_path / "out"
+    cause = f"missing key 'Downstream.projector.bias' in {path}"
+    refused(run(case, output, checkpoint=path), output, f"check test_every_downstream_key_is_consumed failed: {cause}")
+
+
+@pytest.mark.parametrize(
+    "family", [family for family, head in STABLE_CASES if head is Head.SEQUENCE], ids=lambda family: family.name
+)
+def test_a_large_form_converts_with_the_tie_flag_written(
+    family: Any, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(family, Head.SEQUENCE, stable=True)
+    output = tmp_path / "out"
+    result = run(case, output)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "test_the_installed_transformers_can_represent_the_head PASSED" in result.stdout
+    written = json.loads((output / "config.json").read_text())
+    assert written["tie_last_hidden_states"] is True and written["do_stable_layer_norm"] is True
+
+
+def test_the_report_says_where_each_derived_field_came_from_and_which_reference_ran(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    result = run(case, tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "classifier config: what the checkpoint and base model imply:" in lines
+    assert "  num_labels = 5  <- Downstream.model.post_net.linear.weight (5 rows)" in lines
+    assert "  classifier_proj_size = 8  <- Downstream.projector.weight (8 rows)" in lines
+    # tox's s3prl-fork environment runs this suite against ESPnet's fork
+    distribution = os.environ.get("EXPECTED_S3PRL_DISTRIBUTION", "s3prl")
+    reference = [line for line in lines if line.startswith("reference: ")]
+    assert reference == [f"reference: {distribution} {importlib.metadata.version(distribution)}"]
+
+
+def test_a_labels_file_reaches_the_written_config(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    case = s3prl_case(WAV2VEC2, Head.FRAME)
+    labels = tmp_path / "speakers.txt"
+    labels.write_text("".join(f"speaker {i}\n" for i in range(5)))
+    output = tmp_path / "out"
+    result = commands.run("convert-s3prl-checkpoint", *arguments(case, output), "--labels", str(labels))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((output / "config.json").read_text())["id2label"]["4"] == "speaker 4"
+
+
+@pytest.fixture
+def without_s3prl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An environment where ``import s3prl`` fails, as where it was never installed."""
+    for name in [name for name in sys.modules if name == "s3prl" or name.startswith("s3prl.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "s3prl", None)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("without_s3prl")
+def test_without_s3prl_the_help_works_and_a_conversion_says_how_to_install_it(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        s3prl_cli.main(["--help"])
+    assert exit_.value.code == 0 and "--base_model_name" in capsys.readouterr().out
+    output = tmp_path / "out"
+    result = run(s3prl_case(WAV2VEC2, Head.SEQUENCE), output)
+    last = assert_refused(result, output, "s3prl is not installed", "pip install --no-deps s3prl==0.4.18",
+                          "espnet-s3prl", "torchaudio")  # fmt: skip
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "check " not in last  # refused before any check ran

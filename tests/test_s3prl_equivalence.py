@@ -7,6 +7,7 @@ differences by design are measured here, so that a change in either library show
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -17,24 +18,38 @@ import torch
 
 from converters.audio import probe_signal
 from converters.s3prl.checkpoint import read
-from converters.s3prl.convert import Target, base_attribute, build_model, convert_head, feature_extractor, read_config
+from converters.s3prl.convert import Target, base_attribute, build_model, convert_head, feature_extractor, target_for
 from converters.s3prl.equivalence import ATOL, compare_with_s3prl, s3prl_expert
 from converters.s3prl.families import FAMILIES, Head
-from converters.s3prl.original import XVECTOR_DILATIONS, XVECTOR_KERNELS, featurizer, weighted_sum
+from converters.s3prl.original import featurizer, select
+from converters.s3prl.tasks import XVECTOR_DILATIONS, XVECTOR_KERNELS
 from fixtures.inputs import speech
-from fixtures.s3prl_checkpoints import ALL_CASES, SUPERB, TINY, S3PRLCase
+from fixtures.s3prl_checkpoints import ALL_CASES, FINAL_NORM_CASES, LARGE, SUPERB, TINY, S3PRLCase
 from fixtures.transformers_versions import gates
 
 CASES = [
     pytest.param(family, head, id=family.model_class(head), marks=gates(family.name)) for family, head in ALL_CASES
+]
+# Every family's encoder that ends in a LayerNorm, every head, with a weighted sum and with the last layer only.
+FINAL_NORM = [
+    pytest.param(family, head, stable, weighted, id="-".join(
+        (family.model_class(head), "stable" if stable else "as-is", "weighted" if weighted else "last")))
+    for family, head, stable in FINAL_NORM_CASES for weighted in (True, False)
+]  # fmt: skip
+# Every family trained on its last layer only (-l), on the sequence head all of them have: no weighted sum,
+# so 4.x's SEW padding-mask fault does not arise; 4.x's SEW-D loading fault does.
+LAST_LAYER = [
+    pytest.param(family, id=family.name, marks=gates(family.name) if family.name == "SEWD" else [])
+    for family in FAMILIES
 ]
 SIZES = [pytest.param(TINY, id="tiny"), pytest.param(SUPERB, id="superb", marks=pytest.mark.slow)]
 WAV2VEC2 = FAMILIES[0]
 
 
 def converted(case: S3PRLCase, directory: Path) -> tuple[Any, Target, Any]:
-    """Convert as the command does, write, and read back with from_pretrained."""
-    checkpoint, target = read(case.checkpoint), read_config(case.config)
+    """Convert as the command does (the config derived from the checkpoint), write, read back."""
+    checkpoint = read(case.checkpoint)
+    target = target_for(checkpoint, case.base)
     build_model(case.base, target, convert_head(checkpoint, target)).save_pretrained(directory)
     return target.model_class.from_pretrained(directory).eval(), target, checkpoint
 
@@ -58,6 +73,40 @@ def test_converted_head_equals_s3prl(
     assert [stage.stage for stage in divergence.stages] == STAGE_NAMES[head]
 
 
+@pytest.mark.parametrize(("family", "head", "stable", "weighted"), FINAL_NORM)
+def test_an_encoder_ending_in_a_layer_norm_converts_exactly(
+    family: Any, head: Head, stable: bool, weighted: bool, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """The "large" form of each family: the written model computes s3prl's function on the installed
+    transformers, 4.57 or 5.x; a weighted sum needs the tie flag, which the written config carries."""
+    case = s3prl_case(family, head, stable=stable, weighted=weighted)
+    model, target, checkpoint = converted(case, tmp_path)
+    assert getattr(model.config, "tie_last_hidden_states", None) is (True if weighted else None)
+    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    assert divergence.first is None, divergence.table()
+
+
+@pytest.mark.parametrize("family", LAST_LAYER)
+def test_a_last_layer_head_equals_s3prl(family: Any, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    """Trained on the last hidden state: s3prl's Featurizer picks it (the encoder's output), transformers'
+    head reads the base model's output."""
+    case = s3prl_case(family, Head.SEQUENCE, weighted=False)
+    model, target, checkpoint = converted(case, tmp_path)
+    assert model.config.use_weighted_layer_sum is False
+    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    assert divergence.first is None, divergence.table()
+
+
+@pytest.mark.slow
+def test_a_large_stable_layer_norm_head_converts_exactly(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    """wav2vec2-large's dimensions (1024 wide, 24 layers) with an x-vector head weighing every layer."""
+    case = s3prl_case(WAV2VEC2, Head.XVECTOR, LARGE, stable=True)
+    model, target, checkpoint = converted(case, tmp_path)
+    assert model.config.tie_last_hidden_states is True
+    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    assert divergence.first is None, divergence.table()
+
+
 STAGE_NAMES = {
     Head.SEQUENCE: ["weighted sum", "projector", "pooling", "classifier", "logits, padded batch"],
     Head.FRAME: ["weighted sum", "classifier", "logits, padded batch"],
@@ -77,7 +126,7 @@ def s3prl_features(model: Any, checkpoint: Any, inputs: Any, out: Any) -> list[t
     base = getattr(model, base_attribute(model))
     s3prl_featurizer = featurizer(base)
     s3prl_featurizer.load_state_dict(checkpoint.featurizer)
-    summed = weighted_sum(s3prl_featurizer, out.hidden_states)
+    summed = select(s3prl_featurizer, out.hidden_states)
     lengths = base._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
     return [summed[i, :n] for i, n in enumerate(lengths)]
 
@@ -170,7 +219,8 @@ def test_a_wrongly_laid_out_head_weight_is_located(
     """The comparison with s3prl can fail, and names the stage whose weight is wrong: every stage before
     it agrees, and it is far past the tolerance."""
     case = s3prl_case(WAV2VEC2, head)
-    checkpoint, target = read(case.checkpoint), read_config(case.config)
+    checkpoint = read(case.checkpoint)
+    target = target_for(checkpoint, case.base)
     head_weights = convert_head(checkpoint, target)
     model = build_model(case.base, target, {**head_weights, key: mistake(head_weights[key])})
     divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
@@ -183,7 +233,8 @@ def test_a_wrongly_laid_out_head_weight_is_located(
 def test_s3prls_head_holds_exactly_the_checkpoints_weights(
     head: Head, s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
 ) -> None:
-    """The reference is s3prl's module for the config's sizes, loaded strictly: a key it lacks is an error."""
+    """The reference is s3prl's module for the config's sizes, loaded strictly: a key it does not have, or a
+    weight it lacks, is an error; only best_score (training bookkeeping) may be absent."""
     case = s3prl_case(WAV2VEC2, head)
     _, target, checkpoint = converted(case, tmp_path)
     held = s3prl_expert(target, checkpoint).state_dict()
@@ -191,3 +242,9 @@ def test_s3prls_head_holds_exactly_the_checkpoints_weights(
     extra = replace(checkpoint, downstream={**checkpoint.downstream, "model.extra.weight": torch.zeros(1)})
     with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: \"model.extra.weight\""):
         s3prl_expert(target, extra)
+    trimmed = {key: tensor for key, tensor in checkpoint.downstream.items() if key != "best_score"}
+    held = s3prl_expert(target, replace(checkpoint, downstream=trimmed)).state_dict()
+    assert all(torch.equal(held[key], tensor) for key, tensor in trimmed.items())
+    lacking = dict(list(trimmed.items())[1:])
+    with pytest.raises(RuntimeError, match=rf"Missing key\(s\) in state_dict: \"{re.escape(next(iter(trimmed)))}\""):
+        s3prl_expert(target, replace(checkpoint, downstream=lacking))

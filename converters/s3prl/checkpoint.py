@@ -33,6 +33,7 @@ class S3PRLCheckpoint:
     downstream: dict[str, torch.Tensor]
     featurizer: dict[str, torch.Tensor]
     args: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the runner's Config (its yaml, as a dict)
     entries: tuple[str, ...] = ()
 
     def flattened(self) -> dict[str, torch.Tensor]:
@@ -57,10 +58,14 @@ def read(path: Path) -> S3PRLCheckpoint:
     args = loaded.get("Args")
     if args is not None and not isinstance(args, NamespaceStandIn | Mapping):
         raise ConversionError(f"{path}: 'Args' is a {type(args).__name__}, expected an argparse.Namespace")
+    config = loaded.get("Config")
+    if config is not None and not isinstance(config, Mapping):
+        raise ConversionError(f"{path}: 'Config' is a {type(config).__name__}, expected the runner's config dict")
     return S3PRLCheckpoint(
         path=Path(path),
         downstream=as_state_dict(loaded["Downstream"], f"{path} entry 'Downstream'"),
         featurizer=as_state_dict(loaded["Featurizer"], f"{path} entry 'Featurizer'"),
         args=dict(vars(args) if isinstance(args, NamespaceStandIn) else (args or {})),
+        config=dict(config or {}),
         entries=tuple(str(k) for k in loaded),
     )

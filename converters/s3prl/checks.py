@@ -18,13 +18,16 @@ from converters.s3prl.checkpoint import S3PRLCheckpoint, read
 from converters.s3prl.convert import (
     Target,
     build_model,
+    check_keys,
     check_representable,
     convert_head,
     feature_extractor,
-    read_config,
     resolve_base,
+    target_for,
 )
 from converters.s3prl.equivalence import compare_with_s3prl
+from converters.s3prl.reference import installed
+from converters.s3prl.release import check_release
 from converters.safe_load import check_weights
 
 # The utterances both heads hear: two lengths, so that a padded batch has padding; any such pair reaches
@@ -38,8 +41,8 @@ def checkpoint(conversion: Any) -> S3PRLCheckpoint:
 
 
 @pytest.fixture(scope="session")
-def target(conversion: Any) -> Target:
-    return read_config(conversion.config)
+def target(conversion: Any, checkpoint: S3PRLCheckpoint, base: Path) -> Target:
+    return target_for(checkpoint, base, conversion.config, conversion.labels)
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +81,16 @@ def test_source_loads_safely(checkpoint: S3PRLCheckpoint) -> None:
     assert checkpoint.downstream, f"{checkpoint.path}: the Downstream entry holds no tensors"
 
 
-def test_the_config_names_a_supported_head(target: Target) -> None:
+def test_the_classifier_config_fits_the_checkpoint(conversion: Any, target: Target, notes: list[str]) -> None:
+    """Derived from the checkpoint and the base model, or given and agreeing with them in every field."""
     assert [target.family.model_class(target.head)] == (target.config.architectures or [])[:1]
+    given = f"the given {conversion.config}, checked against " if conversion.config is not None else ""
+    notes.append(f"classifier config: {given}what the checkpoint and base model imply:")
+    notes.extend(f"  {field.name} = {field.value!r}  <- {field.source}" for field in target.fields)
+
+
+def test_the_installed_transformers_can_represent_the_head(target: Target) -> None:
+    check_release(target)
 
 
 def test_the_training_setup_is_representable(checkpoint: S3PRLCheckpoint, target: Target) -> None:
@@ -87,7 +98,8 @@ def test_the_training_setup_is_representable(checkpoint: S3PRLCheckpoint, target
 
 
 def test_every_downstream_key_is_consumed(checkpoint: S3PRLCheckpoint, target: Target) -> None:
-    target.mapping.apply(checkpoint.flattened(), where=str(checkpoint.path))
+    """Each key is used by exactly one rule, and each key the head (and s3prl's, best_score aside) needs is there."""
+    check_keys(checkpoint, target)
 
 
 def test_head_weights_are_finite_floats(checkpoint: S3PRLCheckpoint, target: Target) -> None:
@@ -117,9 +129,11 @@ def test_written_files_reload_exactly(
 
 
 def test_head_matches_s3prl(
-    conversion: Any, checkpoint: S3PRLCheckpoint, target: Target, reloaded: tuple[Any, Any], measure: Any
-) -> None:
+    conversion: Any, checkpoint: S3PRLCheckpoint, target: Target, reloaded: tuple[Any, Any], measure: Any,
+    notes: list[str],
+) -> None:  # fmt: skip
     """Fed the same hidden states, s3prl's own head and the converted one agree at every stage."""
+    notes.append(f"reference: {installed()}")
     model, _ = reloaded
     waveforms = [probe_signal(seconds, seed=seed) for seconds, seed in PROBES]
     divergence = compare_with_s3prl(model, checkpoint, target, waveforms, feature_extractor(conversion.staging))

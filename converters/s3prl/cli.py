@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters.cli_common import add_output_options, run_conversion
-from converters.s3prl.convert import read_config
 
 CHECKS = Path(__file__).with_name("checks.py")
 
@@ -15,9 +14,10 @@ CHECKS = Path(__file__).with_name("checks.py")
 @dataclass(frozen=True)
 class S3PRLConversion:
     base_model: str
-    config: Path
+    config: Path | None
     checkpoint: Path
     staging: Path
+    labels: Path | None = None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,12 +32,36 @@ def parser() -> argparse.ArgumentParser:
         help="a local transformers model directory, or a hub name found in the local cache",
     )
     p.add_argument(
-        "--config_path", required=True, type=Path, help="the classifier config.json; architectures[0] picks the head"
+        "--config_path",
+        type=Path,
+        default=None,
+        help="a hand-written classifier config.json, checked against what the checkpoint implies (default: none; "
+        "the config is derived from the checkpoint and the base model)",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="class names, one per line in output order (default: s3prl's own list where it fixes one, else LABEL_i)",
     )
     p.add_argument("--checkpoint_path", required=True, type=Path, help="the s3prl runner checkpoint")
     p.add_argument("--model_dump_path", required=True, type=Path, help="output directory")
     add_output_options(p)
     return p  # fmt: skip
+
+
+def validate(args: argparse.Namespace) -> None:
+    """What the command can refuse before any check: no reference to compare with, an unreadable config."""
+    from converters.s3prl.convert import read_config
+    from converters.s3prl.derive import read_labels
+    from converters.s3prl.reference import require
+
+    require()
+    if args.config_path is not None:
+        read_config(args.config_path)
+    if args.labels is not None:
+        read_labels(args.labels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="convert-s3prl-checkpoint",
         checks=CHECKS,
         make_conversion=lambda staging: S3PRLConversion(
-            args.base_model_name, args.config_path, args.checkpoint_path, staging
+            args.base_model_name, args.config_path, args.checkpoint_path, staging, args.labels
         ),
-        validate=lambda: read_config(args.config_path),
+        validate=lambda: validate(args),
         target=args.model_dump_path,
         overwrite=args.overwrite,
         push_to_hub=args.push_to_hub,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,10 @@ from converters.errors import ConversionError, first_line
 from converters.hub_layout import assign_serialized, serialized_state
 from converters.mapping import KeyMapping, shape_mismatch
 from converters.s3prl.checkpoint import S3PRLCheckpoint
+from converters.s3prl.derive import TIE, Field, apply, derive, disagreements, generic, read_json
 from converters.s3prl.families import Family, Head, resolve
 from converters.s3prl.mapping import UNREPRESENTABLE, head_mapping
-from converters.s3prl.original import XVECTOR_DILATIONS, XVECTOR_KERNELS
 from converters.safe_load import check_weights, weights_dtype
-
-# Fields of the classifier config that must equal the base model's, or the base weights do not fit it.
-BASE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim")
 
 
 @dataclass(frozen=True)
@@ -29,6 +25,7 @@ class Target:
     family: Family
     head: Head
     config: PretrainedConfig
+    fields: tuple[Field, ...] = ()  # where each derived field came from (empty: a config taken as given)
 
     @property
     def model_class(self) -> Any:
@@ -40,17 +37,39 @@ class Target:
 
 
 def read_config(path: Path) -> Target:
-    """The classifier config; its ``architectures[0]`` picks the family and the head."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConversionError(f"config {path} cannot be read as JSON: {error}") from None
+    """A hand-written classifier config; its ``architectures[0]`` picks the family and the head."""
+    raw = read_json(path, f"config {path}")
     architectures = raw.get("architectures") or []
     if not architectures:
         raise ConversionError(f"config {path} names no architectures; set architectures[0], e.g. Wav2Vec2ForXVector")
     family, head = resolve(architectures[0])
-    config = getattr(transformers, family.config_class).from_pretrained(path)
+    try:
+        config = getattr(transformers, family.config_class).from_pretrained(path)
+    except (ValueError, TypeError) as error:  # transformers' own validation of the fields
+        raise ConversionError(f"config {path} is not a valid {family.config_class}: {first_line(error)}") from None
     return Target(family, head, config)
+
+
+def target_for(
+    checkpoint: S3PRLCheckpoint, base: Path, config_path: Path | None = None, labels_path: Path | None = None
+) -> Target:
+    """The classifier config the checkpoint implies on ``base``; a given config must agree with it in every
+    field that changes what the model computes (each disagreement is named), and is then used as written,
+    with the fields only the derivation knows (label names it lacks, the tie flag) filled in."""
+    derived = derive(checkpoint, base, labels_path)
+    if config_path is None:
+        return Target(derived.family, derived.head, derived.config, derived.fields)
+    given = read_config(config_path)
+    found = disagreements(derived, given.config, read_json(config_path, f"config {config_path}"), base)
+    if found:
+        raise ConversionError(
+            f"config {config_path} disagrees with what the checkpoint and the base model imply: " + "; ".join(found)
+        )
+    labels = derived.field("id2label")
+    if generic(given.config.id2label or {}) and not generic(dict(enumerate(labels.value))):
+        apply(given.config, labels)
+    apply(given.config, derived.field(TIE))
+    return Target(given.family, given.head, given.config, derived.fields)
 
 
 def base_attribute(model: Any) -> str:
@@ -91,35 +110,16 @@ def check_representable(checkpoint: S3PRLCheckpoint, target: Target) -> None:
                 raise ConversionError(f"{where}: {key} cannot be converted: {rule.reason}")
     weights = checkpoint.featurizer.get("weights")
     layers = config.num_hidden_layers + 1
-    if config.use_weighted_layer_sum:
-        if weights is None:
-            raise ConversionError(
-                f"the config sets use_weighted_layer_sum, but {where} has no Featurizer.weights (it was trained on "
-                f"one layer, upstream_layer_selection={args.get('upstream_layer_selection')})"
-            )
-        if tuple(weights.shape) != (layers,):
-            raise ConversionError(
-                f"Featurizer.weights in {where} has shape {tuple(weights.shape)}, but a weighted sum over "
-                f"num_hidden_layers + 1 = {layers} hidden states needs ({layers},)"
-            )
-    else:
-        if weights is not None:
-            raise ConversionError(
-                f"Featurizer.weights in {where} (a weighted sum over {weights.numel()} hidden states) would be left "
-                f"unused: set use_weighted_layer_sum in the config"
-            )
-        chosen = args.get("upstream_layer_selection")
-        if chosen is not None and chosen not in (config.num_hidden_layers, -1):
-            raise ConversionError(
-                f"{where} was trained on hidden state {chosen}; without a weighted sum transformers reads the last "
-                f"one ({config.num_hidden_layers})"
-            )
-    if target.head is Head.XVECTOR and (
-        tuple(config.tdnn_kernel) != XVECTOR_KERNELS or tuple(config.tdnn_dilation) != XVECTOR_DILATIONS
-    ):
+    if weights is not None and tuple(weights.shape) != (layers,):
         raise ConversionError(
-            f"the config has tdnn_kernel {list(config.tdnn_kernel)} and tdnn_dilation {list(config.tdnn_dilation)}; "
-            f"s3prl's XVector uses {list(XVECTOR_KERNELS)} and {list(XVECTOR_DILATIONS)}"
+            f"Featurizer.weights in {where} has shape {tuple(weights.shape)}, but a weighted sum over "
+            f"num_hidden_layers + 1 = {layers} hidden states needs ({layers},)"
+        )
+    chosen = args.get("upstream_layer_selection")
+    if weights is None and chosen is not None and chosen not in (config.num_hidden_layers, -1):
+        raise ConversionError(
+            f"{where} was trained on hidden state {chosen}; without a weighted sum transformers reads the last "
+            f"one ({config.num_hidden_layers})"
         )
 
 
@@ -130,24 +130,43 @@ def check_shapes(tensors: dict[str, torch.Tensor], spec: dict[str, torch.Tensor]
         raise ConversionError(f"{key} in {where} has shape {found}, but the config needs {expected}")
 
 
-def convert_head(checkpoint: S3PRLCheckpoint, target: Target) -> dict[str, torch.Tensor]:
-    """Map and shape-check the head; every Downstream and Featurizer key must be used exactly once."""
-    check_representable(checkpoint, target)
+def expected_sources(target: Target) -> dict[str, torch.Tensor]:
+    """The checkpoint keys and shapes transformers' head needs for this config (meta tensors): its serialized
+    head mapped back. A head parameter the rules do not know (a new transformers release) is named here,
+    not left at its random initialization."""
+    return target.mapping.inverse().apply(head_spec(target), where=f"transformers' {target.model_class.__name__} head")
+
+
+def check_keys(
+    checkpoint: S3PRLCheckpoint, target: Target, expected: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Every Downstream and Featurizer key is used by exactly one rule, and every key the head needs is there.
+
+    Returns the converted head. The keys s3prl's own modules need are these and ``best_score`` (training
+    bookkeeping); tests/test_s3prl_properties.py holds the two sets equal for any head sizes.
+    """
     source = checkpoint.flattened()
     tensors = target.mapping.apply(source, where=str(checkpoint.path))
+    missing = [key for key in (expected_sources(target) if expected is None else expected) if key not in source]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConversionError(f"missing key {missing[0]!r} in {checkpoint.path}{more}")
+    return tensors
+
+
+def convert_head(checkpoint: S3PRLCheckpoint, target: Target) -> dict[str, torch.Tensor]:
+    """Map and check the head: representable, every key used exactly once, finite floats, shapes."""
+    check_representable(checkpoint, target)
+    expected = expected_sources(target)
+    tensors = check_keys(checkpoint, target, expected)
+    source = checkpoint.flattened()
     weights = target.mapping.converted_sources(source)
     check_weights(weights, str(checkpoint.path))
     dtype = weights_dtype(weights, str(checkpoint.path))
     if torch.finfo(dtype).bits > 32:
         # The head joins a float32 base model; float16 and bfloat16 widen exactly, float64 would be rounded.
         raise ConversionError(f"{checkpoint.path}: the head's weights are {dtype}, which float32 cannot hold exactly")
-    spec = head_spec(target)
-    # A head parameter the rules do not know (a new transformers release) is named here, not left random.
-    expected = target.mapping.inverse().apply(spec, where=f"transformers' {target.model_class.__name__} head")
     check_shapes(source, expected, str(checkpoint.path))
-    missing = sorted(spec.keys() - tensors.keys())
-    if missing:
-        raise ConversionError(f"{checkpoint.path} provides no weights for {', '.join(missing)}")
     return tensors
 
 
@@ -166,18 +185,6 @@ def resolve_base(name: str) -> Path:
         ) from None
 
 
-def check_base_config(base: Path, target: Target) -> None:
-    try:
-        base_config = json.loads((base / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConversionError(f"base model {base} has no readable config.json: {error}") from None
-    for name in BASE_FIELDS:
-        ours = getattr(target.config, name, None)
-        theirs = base_config.get(name, ours)
-        if (list(ours) if isinstance(ours, list | tuple) else ours) != theirs:
-            raise ConversionError(f"the config's {name} is {ours}, but base model {base} has {theirs}")
-
-
 def _mismatch(entry: Any, model: Any) -> str:
     """One of from_pretrained's mismatched keys: (name, found, expected) in transformers 5, a name in 4.x."""
     if isinstance(entry, tuple):
@@ -188,7 +195,6 @@ def _mismatch(entry: Any, model: Any) -> str:
 
 def build_model(base: Path, target: Target, head: dict[str, torch.Tensor]) -> Any:
     """The head class loaded from the base model with the classifier config, then the converted head."""
-    check_base_config(base, target)
     # The head is missing from the base model by design, and checked below: keep transformers' load
     # report (which calls it "newly initialized") out of the user's way.
     verbosity = transformers.logging.get_verbosity()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from converters.errors import ConversionError
 
@@ -19,10 +20,21 @@ class Head(Enum):
 ALL_HEADS = (Head.SEQUENCE, Head.FRAME, Head.XVECTOR)
 
 
+class FinalNorm(Enum):
+    """Whether the family's encoder ends in a LayerNorm after its last layer (measured on both majors by
+    tests/test_transformers_versions.py)."""
+
+    NEVER = "never"
+    STABLE = "with do_stable_layer_norm"  # the "large" checkpoints' pre-norm encoder
+    ALWAYS = "always"
+
+
 @dataclass(frozen=True)
 class Family:
     name: str  # class-name prefix: Wav2Vec2, WavLM, ...
+    model_type: str  # the base config's model_type
     heads: tuple[Head, ...]
+    final_norm: FinalNorm = FinalNorm.STABLE
     # s3prl ships an upstream for it (wav2vec2, wavlm, unispeech_sat, hubert, data2vec experts), whose
     # hidden states are the reference; SEW and SEW-D have none, so transformers' own hidden states are.
     s3prl_upstream: bool = True
@@ -34,22 +46,29 @@ class Family:
     def model_class(self, head: Head) -> str:
         return f"{self.name}{head.value}"
 
+    def ends_in_layer_norm(self, config: Any) -> bool:
+        """Whether this config's encoder applies a LayerNorm after its last layer."""
+        if self.final_norm is FinalNorm.STABLE:
+            return bool(getattr(config, "do_stable_layer_norm", False))
+        return self.final_norm is FinalNorm.ALWAYS
+
 
 # Every transformers family whose heads take raw 16 kHz waveforms through a wav2vec2-style conv encoder
 # and have these head layouts. Wav2Vec2Bert (mel-feature input) is left out: s3prl has no such upstream.
 FAMILIES = (
-    Family("Wav2Vec2", ALL_HEADS),
-    Family("WavLM", ALL_HEADS),
-    Family("UniSpeechSat", ALL_HEADS),
-    Family("Hubert", (Head.SEQUENCE,)),  # transformers has no Hubert frame or x-vector head
-    Family("Data2VecAudio", ALL_HEADS),
-    Family("Wav2Vec2Conformer", ALL_HEADS),
-    Family("UniSpeech", (Head.SEQUENCE,)),
-    Family("SEW", (Head.SEQUENCE,), s3prl_upstream=False),
-    Family("SEWD", (Head.SEQUENCE,), s3prl_upstream=False),
+    Family("Wav2Vec2", "wav2vec2", ALL_HEADS),
+    Family("WavLM", "wavlm", ALL_HEADS),
+    Family("UniSpeechSat", "unispeech-sat", ALL_HEADS),
+    Family("Hubert", "hubert", (Head.SEQUENCE,)),  # transformers has no Hubert frame or x-vector head
+    Family("Data2VecAudio", "data2vec-audio", ALL_HEADS, FinalNorm.NEVER),
+    Family("Wav2Vec2Conformer", "wav2vec2-conformer", ALL_HEADS, FinalNorm.ALWAYS),
+    Family("UniSpeech", "unispeech", (Head.SEQUENCE,)),
+    Family("SEW", "sew", (Head.SEQUENCE,), FinalNorm.NEVER, s3prl_upstream=False),
+    Family("SEWD", "sew-d", (Head.SEQUENCE,), FinalNorm.NEVER, s3prl_upstream=False),
 )
 
 SUPPORTED = {family.model_class(head): (family, head) for family in FAMILIES for head in family.heads}
+BY_MODEL_TYPE = {family.model_type: family for family in FAMILIES}
 
 
 def resolve(architecture: str) -> tuple[Family, Head]:
@@ -60,4 +79,15 @@ def resolve(architecture: str) -> tuple[Family, Head]:
         raise ConversionError(
             f"architectures[0] is {architecture!r}, which no s3prl downstream converts to; supported: "
             + ", ".join(SUPPORTED)
+        ) from None
+
+
+def family_of(model_type: object, where: str) -> Family:
+    """The family of a base config's ``model_type``, or a refusal listing the supported ones."""
+    try:
+        return BY_MODEL_TYPE[str(model_type)]
+    except KeyError:
+        raise ConversionError(
+            f"{where} has model_type {model_type!r}, which no s3prl downstream converts onto; supported: "
+            + ", ".join(BY_MODEL_TYPE)
         ) from None

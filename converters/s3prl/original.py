@@ -24,10 +24,7 @@ from s3prl.upstream.interfaces import Featurizer
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-# sv_voxceleb1's XVector: five TDNNs whose (context, dilation) shorten a sequence by 4 + 4 + 6 frames.
-XVECTOR_KERNELS = (5, 3, 3, 1, 1)
-XVECTOR_DILATIONS = (1, 2, 3, 1, 1)
-XVECTOR_SHORTENING = 14
+from converters.s3prl.tasks import XVECTOR_SHORTENING
 
 
 class UtteranceExpert(nn.Module):
@@ -151,6 +148,10 @@ def featurizer(base_model: Any, layer_selection: int | None = None) -> Featurize
         ).eval()
 
 
-def weighted_sum(featurizer_module: Featurizer, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
-    """s3prl's weighted sum of hidden states (softmax over ``weights``)."""
-    return featurizer_module._weighted_sum(list(hidden_states))
+def select(featurizer_module: Featurizer, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+    """What s3prl's Featurizer hands the head: the selected hidden state, or the weighted sum (softmax over
+    ``weights``) of them all; its ``forward`` without the split into per-utterance lists."""
+    feature = featurizer_module._select_feature({"hidden_states": list(hidden_states)})
+    if isinstance(feature, list | tuple):
+        feature = featurizer_module._weighted_sum(list(feature))
+    return feature
