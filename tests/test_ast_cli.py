@@ -27,7 +27,7 @@ from converters.ast.cli import SAMPLE_REPO
 from converters.ast.labels import HUB_LABEL_REPO, id2label
 from converters.ast.mapping import AST_MAPPING
 from converters.ast.variants import AUDIOSET_SAMPLE, BY_NAME, VARIANTS
-from converters.mapping import KeyMapping, Split
+from converters.mapping import Chunk, KeyMapping
 from fixtures import commands
 from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
 from fixtures.inputs import SPEECH
@@ -272,7 +272,8 @@ def query_and_key_swapped(mapping: KeyMapping) -> KeyMapping:
     def swap(rule: Any) -> Any:
         return replace(rule, targets=(rule.targets[1], rule.targets[0], *rule.targets[2:]))
 
-    return KeyMapping(tuple(swap(rule) if isinstance(rule, Split) else rule for rule in mapping.rules))
+    fused = [rule for rule in mapping.rules if any(isinstance(op, Chunk) for op in rule.ops)]
+    return KeyMapping(tuple(swap(rule) if rule in fused else rule for rule in mapping.rules))
 
 
 def test_a_broken_mapping_is_refused_naming_the_first_diverging_stage(

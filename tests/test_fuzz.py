@@ -22,7 +22,7 @@ from converters.ast.convert import convert
 from converters.ast.mapping import AST_MAPPING
 from converters.ast.variants import BY_NAME
 from converters.errors import ConversionError
-from converters.mapping import Discard, KeyMapping
+from converters.mapping import KeyMapping
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import convert_head, read_config
 from converters.safe_load import as_state_dict
@@ -77,11 +77,7 @@ def mutate(state: dict[str, Any], operation: str, key: str, argument: Any) -> di
 def ignored(mapping: KeyMapping, key: str, operation: str) -> bool:
     """Mutations of a key the mapping discards (unused heads, the best-score buffer) change nothing."""
     found = mapping.match(key)
-    return (
-        operation in ("drop", "reshape", "retype")
-        and found is not None
-        and isinstance(mapping.rules[found[0]], Discard)
-    )
+    return operation in ("drop", "reshape", "retype") and found is not None and not mapping.rules[found[0]].targets
 
 
 def refused(call: Callable[[], object]) -> None:

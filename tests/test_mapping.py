@@ -6,7 +6,23 @@ import pytest
 import torch
 
 from converters.errors import ConversionError
-from converters.mapping import Discard, KeyMapping, Merge, Rename, Split, expand, key_difference, shape_mismatch
+from converters.mapping import (
+    Chunk,
+    Concat,
+    Discard,
+    KeyMapping,
+    Merge,
+    Rename,
+    Rule,
+    Split,
+    Squeeze,
+    Tie,
+    Transpose,
+    Unsqueeze,
+    expand,
+    key_difference,
+    shape_mismatch,
+)
 
 MAPPING = KeyMapping(
     (
@@ -70,9 +86,10 @@ def test_the_depth_is_one_past_the_deepest_layer() -> None:
 
 def test_layer_indices_are_canonical_numbers() -> None:
     assert MAPPING.match("blocks.01.norm") is None  # a leading zero would alias blocks.1
-    assert MAPPING.match("blocks.10.norm") == (2, 0, 10)
-    assert MAPPING.match("a.weight") == (0, 0, None)
+    assert MAPPING.match("blocks.10.norm") == (2, 0, (("n", 10),))
+    assert MAPPING.match("a.weight") == (0, 0, ())
     assert expand("blocks.{n}.norm", 4) == "blocks.4.norm" and expand("a.weight", None) == "a.weight"
+    assert expand("enc.{e}.dec.{d}", {"e": 3, "d": 0}) == "enc.3.dec.0"
 
 
 def test_an_ambiguous_mapping_is_a_programming_error() -> None:
@@ -80,9 +97,13 @@ def test_an_ambiguous_mapping_is_a_programming_error() -> None:
         KeyMapping((Rename("x", "y"), Rename("x", "z"))).match("x")
 
 
-def test_a_template_takes_one_layer_placeholder() -> None:
-    with pytest.raises(ValueError, match="more than one"):
-        KeyMapping((Rename("a.{n}.b.{n}", "c"),)).match("a.1.b.1")
+def test_a_template_names_each_placeholder_once_and_a_rule_shares_them() -> None:
+    with pytest.raises(ValueError, match="repeats a placeholder"):
+        Rename("a.{n}.b.{n}", "c.{n}")
+    with pytest.raises(ValueError, match="share their placeholders"):
+        Rename("a.{n}", "c")  # every layer's tensor onto one key: not injective
+    with pytest.raises(ValueError, match="same placeholders"):
+        Tie("out.{n}", "embed")
 
 
 @pytest.mark.parametrize(("shape", "shown"), [((5, 2), r"\(5, 2\)"), ((7,), r"\(7,\)"), ((), r"\(\)")])
@@ -98,6 +119,71 @@ def test_merge_refuses_unequal_shapes_naming_them() -> None:
         merge.apply((torch.zeros(2, 3), torch.zeros(2, 4)), ("q", "k"))
     (merged,) = Merge(("q", "k"), "qk", dim=1).apply((torch.zeros(2, 3), torch.ones(2, 4)), ("q", "k"))
     assert merged.shape == (2, 7) and merged[:, 3:].eq(1).all()
+
+
+ENCODER_DECODER = KeyMapping(
+    (
+        Rename("embed", "decoder.embed_tokens.weight"),
+        Split("enc.{e}.qkv", ("encoder.layers.{e}.q", "encoder.layers.{e}.k", "encoder.layers.{e}.v")),
+        Rename("dec.{d}.fc", "decoder.layers.{d}.fc.weight", Transpose()),
+        Rename("dec.{d}.experts.{x}.scale", "decoder.layers.{d}.experts.{x}.scale", Unsqueeze(0)),
+    ),
+    ties=(Tie("proj_out.weight", "decoder.embed_tokens.weight"),),
+)
+
+
+def encoder_decoder_state(encoder: int, decoder: int, experts: int = 2) -> dict[str, torch.Tensor]:
+    state = {"embed": torch.randn(5, 4)}
+    state.update({f"enc.{e}.qkv": torch.randn(12, 4) for e in range(encoder)})
+    state.update({f"dec.{d}.fc": torch.randn(4, 8) for d in range(decoder)})
+    state.update({f"dec.{d}.experts.{x}.scale": torch.randn(4) for d in range(decoder) for x in range(experts)})
+    return state
+
+
+def test_each_placeholder_has_a_depth_of_its_own() -> None:
+    state = encoder_decoder_state(encoder=5, decoder=2, experts=3)
+    assert ENCODER_DECODER.depths(state) == {"e": 5, "d": 2, "x": 3}
+    converted = ENCODER_DECODER.apply(state)
+    assert sorted(converted) == sorted(ENCODER_DECODER.target_keys({"e": 5, "d": 2, "x": 3}))
+    assert len(ENCODER_DECODER.source_keys({"e": 5, "d": 2, "x": 3})) == 1 + 5 + 2 + 2 * 3
+    assert converted["decoder.layers.1.fc.weight"].shape == (8, 4)
+    assert converted["decoder.layers.1.experts.2.scale"].shape == (1, 4)
+    del state["dec.0.experts.1.scale"]
+    with pytest.raises(ConversionError, match=r"^missing key 'dec.0.experts.1.scale' in the checkpoint$"):
+        ENCODER_DECODER.apply(state)
+
+
+def test_a_tied_target_is_the_tensor_it_is_tied_to_and_listed_as_such() -> None:
+    converted = ENCODER_DECODER.apply(encoder_decoder_state(2, 1))
+    assert converted["proj_out.weight"] is converted["decoder.embed_tokens.weight"]
+    assert ENCODER_DECODER.tied_keys({"e": 2, "d": 1, "x": 2}) == {"proj_out.weight"}
+    assert "proj_out.weight" in ENCODER_DECODER.target_keys(1)
+    # mapped back, the tied target needs no source of its own
+    back = ENCODER_DECODER.inverse().apply(converted)
+    state = encoder_decoder_state(2, 1)
+    assert back.keys() == state.keys()
+
+
+def test_the_inverse_undoes_every_operation_exactly() -> None:
+    state = encoder_decoder_state(3, 2)
+    back = ENCODER_DECODER.inverse().apply(ENCODER_DECODER.apply(state))
+    assert all(torch.equal(back[key], tensor) for key, tensor in state.items())
+    for op in (Chunk(3, 1), Concat(2, 0), Transpose(0, 2), Unsqueeze(1), Squeeze(1)):
+        assert op.inverse().inverse() == op
+
+
+@pytest.mark.parametrize(("op", "shape", "cause"), [
+    (Transpose(0, 2), (3, 4), r"has shape \(3, 4\), which has no dimension to transpose"),
+    (Squeeze(0), (3, 4), r"has shape \(3, 4\), not size 1 in dimension 0"),
+])  # fmt: skip
+def test_an_operation_refuses_a_shape_it_cannot_take(op: object, shape: tuple[int, ...], cause: str) -> None:
+    rule = Rename("x", "y", op)  # type: ignore[arg-type]
+    with pytest.raises(ConversionError, match=rf"^x {cause}$"):
+        KeyMapping((rule,)).apply({"x": torch.zeros(shape)})
+
+
+def test_a_rule_without_targets_is_optional_and_has_no_inverse() -> None:
+    assert Discard("head") == Rule(("head",), optional=True) and Discard("head").inverse() is None
 
 
 def test_converted_sources_are_the_keys_that_become_weights() -> None:

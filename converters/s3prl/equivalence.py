@@ -97,8 +97,7 @@ def _worst(found: list[Divergence]) -> Divergence:
     """Per stage, the run furthest past (or closest to) its tolerance, over several runs."""
     return Divergence(
         tuple(
-            max(runs, key=lambda s: s.difference / s.tolerance)
-            for runs in zip(*(d.stages for d in found), strict=True)
+            max(runs, key=lambda s: s.difference / s.tolerance) for runs in zip(*(d.stages for d in found), strict=True)
         )
     )
 
