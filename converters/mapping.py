@@ -351,6 +351,6 @@ class KeyMapping:
             for template, tensor in zip(rule.targets, outputs, strict=True):
                 converted[expand(template, dict(indices))] = tensor
         for tie in self.ties:
-            for indices in self._expansions(placeholders(tie.target), depths):
-                converted[expand(tie.target, indices)] = converted[expand(tie.to, indices)]
+            for tied in self._expansions(placeholders(tie.target), depths):
+                converted[expand(tie.target, tied)] = converted[expand(tie.to, tied)]
         return converted

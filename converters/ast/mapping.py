@@ -6,7 +6,7 @@ with ``module.``; ``module.v`` is timm's DeiT (distilled) backbone. Target: the 
 (``audio_spectrogram_transformer.encoder.layer.N.attention.attention.query.weight``).
 """
 
-from converters.mapping import Discard, KeyMapping, Rename, Split
+from converters.mapping import Discard, KeyMapping, Rename, Rule, Split
 
 SRC = "module.v."
 DST = "audio_spectrogram_transformer."
@@ -17,11 +17,11 @@ LAYER = DST + "encoder.layer.{n}."
 # The helpers below run once, at import; mutmut switches mutants per call and cannot reach them (hence
 # "no mutate"). The table they build is pinned by tests/test_mapping_properties.py (exactly transformers'
 # keys, exact round trip) and by the equivalence tests.
-def _weight_and_bias(source: str, target: str) -> tuple[Rename, ...]:
+def _weight_and_bias(source: str, target: str) -> tuple[Rule, ...]:
     return tuple(Rename(f"{source}.{p}", f"{target}.{p}") for p in ("weight", "bias"))  # pragma: no mutate
 
 
-def _qkv(param: str) -> Split:
+def _qkv(param: str) -> Rule:
     return Split(  # pragma: no mutate
         BLOCK + f"attn.qkv.{param}",  # pragma: no mutate
         tuple(LAYER + f"attention.attention.{name}.{param}" for name in ("query", "key", "value")),  # pragma: no mutate

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from converters.mapping import Discard, KeyMapping, Rename
+from converters.mapping import Discard, KeyMapping, Rename, Rule
 from converters.s3prl.families import Head
 
 D = "Downstream."
@@ -18,7 +18,7 @@ D = "Downstream."
 
 # Runs once, at import, where mutmut cannot switch mutants (hence "no mutate"); the rules it builds are
 # pinned by tests/test_s3prl_properties.py and the equivalence tests against s3prl.
-def _linear(source: str, target: str) -> tuple[Rename, Rename]:
+def _linear(source: str, target: str) -> tuple[Rule, Rule]:
     weight = Rename(f"{source}.weight", f"{target}.weight")  # pragma: no mutate
     bias = Rename(f"{source}.bias", f"{target}.bias")  # pragma: no mutate
     return weight, bias  # pragma: no mutate
@@ -27,7 +27,7 @@ def _linear(source: str, target: str) -> tuple[Rename, Rename]:
 # The expert's best dev score, saved as a buffer; no part of the model.
 _BEST_SCORE = Discard(D + "best_score")
 
-HEAD_RULES: dict[Head, tuple[Rename | Discard, ...]] = {
+HEAD_RULES: dict[Head, tuple[Rule, ...]] = {
     # speech_commands / voxceleb1 / emotion / fluent_commands experts: projector + UtteranceLevel
     # (MeanPooling, then a FrameLevel post_net without hidden layers)
     Head.SEQUENCE: (
