@@ -70,12 +70,12 @@ from bench.pipelines import case_of
 
 case = case_of(Path({case!r}))
 if case["format"] == "ast":
-    from converters.ast.cli import main
+    from converters.ast.converter import main
 
     arguments = ["--model_name", case["variant"], "--checkpoint_path", str(case["checkpoint"]),
                  "--pytorch_dump_folder_path", {output!r}]
 else:
-    from converters.s3prl.cli import main
+    from converters.s3prl.converter import main
 
     arguments = ["--base_model_name", str(case["base"]), "--config_path", str(case["config"]),
                  "--checkpoint_path", str(case["checkpoint"]), "--model_dump_path", {output!r}]

@@ -13,7 +13,6 @@ name the file and the cause.
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import re
 import zipfile
@@ -75,60 +74,60 @@ def check_archive(path: Path) -> None:
         raise ConversionError(f"checkpoint {path}: member {damaged!r} fails its CRC check; the file is corrupt")
 
 
-# Inside ``archives_checked_once``: the version (device, inode, size, mtime) of each file already checked.
-_verified: dict[Path, tuple[int, int, int, int]] | None = None
+class SafeLoader:
+    """Loads checkpoints with every check; ``remember=True``: a file whose version (device, inode, size,
+    mtime) was checked is not checked again (its CRCs are not re-read).
 
-
-@contextlib.contextmanager
-def archives_checked_once() -> Iterator[None]:
-    """Within: a file whose version was checked is not checked again (its CRCs are not re-read).
-
-    A conversion's checks each load the checkpoint afresh, so that none holds it for long; the command
-    reads its CRCs once. A file rewritten in between has a new version and is checked again. Outside,
-    every load checks: a test may rewrite a file in place within one clock tick.
+    A conversion's session reads its source through one remembering loader; a file rewritten in between has
+    a new version and is checked again. Library calls use a fresh loader each time: a test may rewrite a file
+    in place within one clock tick.
     """
-    global _verified
-    previous, _verified = _verified, {}
-    try:
-        yield
-    finally:
-        _verified = previous
+
+    def __init__(self, remember: bool = False) -> None:
+        self._verified: dict[Path, tuple[int, int, int, int]] | None = {} if remember else None
+        self.loads = 0  # how many times a file was mapped: once per session, where all goes well
+
+    def load(self, path: Path, safe_globals: Iterable[Any] = ()) -> Any:
+        """``torch.load`` with ``weights_only=True``, memory-mapped where the format allows.
+
+        ``safe_globals`` is the allowlist (as for ``torch.serialization.safe_globals``), kept as small as
+        the format needs. Never falls back to an unsafe load.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConversionError(f"checkpoint {path} does not exist or is not a file")
+        status = path.stat()
+        if status.st_size == 0:
+            raise ConversionError(f"checkpoint {path} is empty")
+        version = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+        if self._verified is None or self._verified.get(path.resolve()) != version:
+            check_archive(path)
+            if self._verified is not None:
+                self._verified[path.resolve()] = version
+        self.loads += 1
+        with torch.serialization.safe_globals(list(safe_globals)):  # also for naming what the allowlist lacks
+            try:
+                loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except pickle.UnpicklingError as error:
+                if "Weights only load failed" in str(error):
+                    names = ", ".join(_unsafe_globals(path)) or "an object outside the allowlist"
+                    raise ConversionError(
+                        f"checkpoint {path} refused: it references {names}, which a weights-only load does not "
+                        f"allow (nothing in it was run)"
+                    ) from None
+                raise ConversionError(f"checkpoint {path} is corrupt: {_first_line(error)}") from None
+            except Exception as error:  # damaged bytes surface as any error the unpickler meets (IndexError, ...)
+                raise ConversionError(
+                    f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt): "
+                    f"{_first_line(error)}"
+                ) from None
+        check_storage_records(path, loaded)
+        return loaded
 
 
 def load_checkpoint(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
-    """``torch.load`` with ``weights_only=True``, memory-mapped where the format allows.
-
-    ``safe_globals`` is the allowlist (as for ``torch.serialization.safe_globals``), kept as small as
-    the format needs. Never falls back to an unsafe load.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"checkpoint {path} does not exist or is not a file")
-    status = path.stat()
-    if status.st_size == 0:
-        raise ConversionError(f"checkpoint {path} is empty")
-    version = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
-    if _verified is None or _verified.get(path.resolve()) != version:
-        check_archive(path)
-        if _verified is not None:
-            _verified[path.resolve()] = version
-    with torch.serialization.safe_globals(list(safe_globals)):  # also for naming what the allowlist lacks
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError as error:
-            if "Weights only load failed" in str(error):
-                names = ", ".join(_unsafe_globals(path)) or "an object outside the allowlist"
-                raise ConversionError(
-                    f"checkpoint {path} refused: it references {names}, which a weights-only load does not allow "
-                    f"(nothing in it was run)"
-                ) from None
-            raise ConversionError(f"checkpoint {path} is corrupt: {_first_line(error)}") from None
-        except Exception as error:  # damaged bytes surface as any error the unpickler meets (IndexError, ...)
-            raise ConversionError(
-                f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(error)}"
-            ) from None
-    check_storage_records(path, loaded)
-    return loaded
+    """A checkpoint loaded with every check (``SafeLoader.load`` of a loader that remembers nothing)."""
+    return SafeLoader().load(path, safe_globals)
 
 
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:

@@ -1,15 +1,20 @@
 """A conversion runs as a pytest session whose tests are its checks.
 
-The command hands its inputs to the checks through a plugin (the ``conversion`` fixture), pytest prints
-its own report, and the plugin collects each check's outcome, its one-line cause and the differences
-it measured. The command publishes its output only if every check passed (skips aside).
+The harness hands a ``Conversion`` to the checks through this module, which is the session's plugin: it
+provides the generic fixtures (the source, read once; the target; the mapped tensors; the staged files;
+the reference; the written model loaded back; the comparison), orders the checks, skips a check whose
+needed checks did not pass, and records each check's outcome with its one-line cause and the difference
+it measured. A check fails on a refusal (``ConversionError``) or a difference (an assertion); any other
+exception is an internal error: a bug in the tool or in a reference implementation, not the user's file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +22,20 @@ from unittest import mock
 
 import pytest
 
+from converters.contract import Comparison, Conversion, Source, Target
 from converters.errors import ConversionError
+
+PASSED, FAILED, SKIPPED, NOT_RUN, INTERNAL = "passed", "failed", "skipped", "not run", "internal error"
 
 
 @dataclass
 class Outcome:
     check: str
-    result: str  # passed, failed, error, skipped
-    cause: str = ""
+    result: str  # passed, failed, skipped, not run, internal error
+    cause: str = ""  # failed: why; skipped: the reason; not run: the check it needs; internal error: the error
     difference: float | None = None
     tolerance: float | None = None
+    details: str = ""  # what the cause line leaves out: a locator table, an internal error's traceback
 
 
 @dataclass
@@ -36,28 +45,34 @@ class SessionResult:
     notes: list[str] = field(default_factory=list)  # what the checks say beside their results
 
     @property
+    def internal(self) -> Outcome | None:
+        """The first internal error: the session could not judge the conversion."""
+        return next((o for o in self.outcomes if o.result == INTERNAL), None)
+
+    @property
     def passed(self) -> bool:
         return (
             self.exit_code == 0
-            and any(o.result == "passed" for o in self.outcomes)
-            and all(o.result in ("passed", "skipped") for o in self.outcomes)
+            and any(o.result == PASSED for o in self.outcomes)
+            and all(o.result in (PASSED, SKIPPED) for o in self.outcomes)
         )
 
     @property
     def cause(self) -> str:
         """The first failing check's one-line cause, or why the session did not pass."""
         for outcome in self.outcomes:
-            if outcome.result in ("failed", "error"):
+            if outcome.result in (FAILED, INTERNAL):
                 return f"check {outcome.check} failed: {outcome.cause}"
         return f"the check session ended with pytest exit code {self.exit_code}"
 
     def table(self) -> str:
         rows = [("check", "result", "largest difference", "tolerance")]
         for o in self.outcomes:
+            shown = o.result + (f" ({o.cause})" if o.result in (SKIPPED, NOT_RUN) else "")
             rows.append(
                 (
                     o.check,
-                    o.result + (f" ({o.cause})" if o.result == "skipped" else ""),
+                    shown,
                     "" if o.difference is None else f"{o.difference:.3g}",
                     "" if o.tolerance is None else f"{o.tolerance:.0e}",
                 )
@@ -77,15 +92,48 @@ def _one_line(longrepr: Any) -> str:
     else:  # a collection error: pytest's report, its cause on the last line after an "E" marker
         text = "\n".join(line.removeprefix("E ") for line in str(longrepr).splitlines())
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if crash is not None and lines else (lines[-1] if lines else "")
+    if crash is not None and lines:
+        return next((line for line in lines if not line.endswith(":")), lines[-1])
+    return lines[-1] if lines else ""
 
 
 PLUGIN = pytest.StashKey["ConversionPlugin"]()
 
 
+class SourceHandle:
+    """The source, read on first use and held until released: the checkpoint is mapped once per session,
+    and its pages are let go before the written model is loaded back."""
+
+    def __init__(self, read: Callable[[], Source]) -> None:
+        self._read = read
+        self._source: Source | None = None
+
+    def get(self) -> Source:
+        if self._source is None:
+            self._source = self._read()
+        return self._source
+
+    def release(self) -> None:
+        if self._source is not None:
+            self._source = None
+            gc.collect()  # models hold reference cycles: unmap the checkpoint now, not at some later allocation
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What the checks keep of the written files: digests, not tensors, so nothing holds the source's memory."""
+
+    written: dict[str, Any]  # serialized key -> digest of what was written
+    mapped: dict[str, Any]  # mapped key -> digest of the mapped tensor in the dtype it was written in
+    tied: frozenset[str]  # targets transformers ties to another (written once)
+
+
+# -- fixtures: the generic pipeline, step by step -----------------------------------------------------------------
+
+
 @pytest.fixture(scope="session")
-def conversion(request: pytest.FixtureRequest) -> object:
-    """The inputs of the conversion being checked (a dataclass of the command's)."""
+def conversion(request: pytest.FixtureRequest) -> Conversion:
+    """The conversion being checked: its options and its converter's hooks."""
     return request.config.stash[PLUGIN].conversion
 
 
@@ -97,7 +145,7 @@ def notes(request: pytest.FixtureRequest) -> list[str]:
 
 
 @pytest.fixture
-def measure(request: pytest.FixtureRequest) -> Any:
+def measure(request: pytest.FixtureRequest) -> Callable[[float, float], None]:
     """``measure(difference, tolerance)`` records a check's largest difference for the report."""
     measured = request.config.stash[PLUGIN].measured
 
@@ -108,65 +156,242 @@ def measure(request: pytest.FixtureRequest) -> Any:
     return record
 
 
+@pytest.fixture(scope="session")
+def source_handle(conversion: Conversion) -> Iterator[SourceHandle]:
+    handle = SourceHandle(conversion.read)
+    yield handle
+    handle.release()
+
+
+@pytest.fixture(scope="session")
+def source(source_handle: SourceHandle) -> Source:
+    """The source, loaded safely (weights only, archive checked), memory-mapped."""
+    return source_handle.get()
+
+
+@pytest.fixture(scope="session")
+def target(conversion: Conversion, source: Source) -> Target:
+    return conversion.target(source)
+
+
+@pytest.fixture(scope="session")
+def mapping(conversion: Conversion, source: Source, target: Target) -> Any:
+    return conversion.mapping(source, target)
+
+
+@pytest.fixture(scope="session")
+def expected_source(conversion: Conversion, source: Source, target: Target) -> dict[str, Any]:
+    return conversion.expected_source(source, target)
+
+
+@pytest.fixture(scope="session")
+def converted(conversion: Conversion, source: Source, target: Target, expected_source: dict[str, Any]) -> Any:
+    """The mapped tensors: every source key used by exactly one rule, every key the target needs present."""
+    missing = [key for key in expected_source if key not in source.tensors]
+    tensors = conversion.convert(source, target)  # names the first unexpected key
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConversionError(f"missing key {missing[0]!r} in {conversion.where}{more}")
+    return tensors
+
+
+# The stages of a session, by check order: nothing is written from a source a check before WRITING refused,
+# and the written files are not loaded back while a check of them before RELOADING failed.
+WRITING, RELOADING = 50, 70
+
+
+def require(request: pytest.FixtureRequest, stage: int) -> None:
+    """Stop a fixture whose inputs a check refused: every check that needs it is ``not run (needs ...)``."""
+    plugin = request.config.stash[PLUGIN]
+    for check, outcome in plugin.outcomes.items():
+        if plugin.order.get(check, stage) < stage and outcome.result not in (PASSED, SKIPPED):
+            raise _NotRun(check)
+
+
+@pytest.fixture(scope="session")
+def staged(
+    request: pytest.FixtureRequest, conversion: Conversion, source: Source, target: Target, mapping: Any,
+    converted: Any,
+) -> Staged:  # fmt: skip
+    """The files, written into the staging directory; the checks keep their digests."""
+    from converters.hub_layout import digests
+
+    require(request, WRITING)
+    written = conversion.write(source, target, converted, conversion.staging)
+    tied = frozenset(mapping.tied_keys(mapping.depths(source.tensors)))
+    mapped = {key: tensor.to(written[key].dtype) for key, tensor in converted.items() if key in written}
+    return Staged(digests(written), digests(mapped), tied)
+
+
+@pytest.fixture(scope="session")
+def reference(conversion: Conversion, source: Source, target: Target, staged: Staged) -> Any:
+    """The original implementation's side, prepared while the source is held (after the files are written)."""
+    return conversion.reference(source, target)
+
+
+@pytest.fixture(scope="session")
+def reloaded(
+    request: pytest.FixtureRequest, source_handle: SourceHandle, conversion: Conversion, target: Target,
+    staged: Staged, reference: Any,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """The written model loaded back with transformers, as written (``dtype="auto"``; 4.x would widen half
+    precision to float32), once the source is let go."""
+    require(request, RELOADING)
+    source_handle.release()
+    loaded: Any = target.model_class.from_pretrained(conversion.staging, dtype="auto", output_loading_info=True)
+    model, info = loaded
+    return model.eval(), info
+
+
+@pytest.fixture(scope="session")
+def comparison(conversion: Conversion, target: Target, reloaded: tuple[Any, Any], reference: Any) -> Comparison:
+    return conversion.compare(reloaded[0], reference, target)
+
+
+# -- the plugin -----------------------------------------------------------------------------------------------------
+
+
+def check_order(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("check")
+    return float(marker.kwargs.get("order", 50)) if marker else 50.0
+
+
 class ConversionPlugin:
-    """Carries a conversion's inputs into its checks and records what they found."""
+    """Carries a conversion into its checks, orders them, and records what they found."""
 
     def __init__(self, conversion: object) -> None:
         self.conversion = conversion
         self.outcomes: dict[str, Outcome] = {}
         self.measured: dict[str, tuple[float, float]] = {}
         self.notes: list[str] = []
+        self.order: dict[str, float] = {}  # each check's place (the check marker's order)
+        self._first_to_raise: dict[int, tuple[str, BaseException]] = {}  # a failed fixture: the check it failed
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.stash[PLUGIN] = self
+        config.addinivalue_line("markers", "check(order, needs): a check's place, and the checks it needs passed")
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        items.sort(key=check_order)  # stable: definition order within an order number
+        self.order = {item.name: check_order(item) for item in items}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        marker = item.get_closest_marker("check")
+        for need in marker.kwargs.get("needs", ()) if marker else ():
+            found = self.outcomes.get(need)
+            if found is not None and found.result not in (PASSED, SKIPPED):
+                raise _NotRun(need)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        # A refusal is an expected outcome with a cause, not a crash: show the cause, not a traceback.
-        if call.excinfo is not None and call.excinfo.errisinstance(ConversionError):
-            report.longrepr = str(call.excinfo.value)
+        excinfo = call.excinfo
+        if excinfo is None:
+            return report
+        error = excinfo.value
+        name = item.name
+        if isinstance(error, _NotRun):
+            report.user_properties.append(("not_run", error.need))
+        elif report.when == "setup" and not excinfo.errisinstance(pytest.skip.Exception):
+            first = self._first_to_raise.setdefault(id(error), (name, error))[0]
+            if first != name:  # the fixture failed already, for the check that needed it first
+                report.user_properties.append(("not_run", first))
+        if excinfo.errisinstance(ConversionError):  # a refusal: its cause, not a traceback
+            report.longrepr = str(error)
+        report.user_properties.append(("kind", _kind(excinfo)))
         return report
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:  # the checks module itself could not be imported (a missing dependency, say)
-            self.outcomes[f"collecting {report.nodeid}"] = Outcome(
-                f"collecting {report.nodeid}", "error", _one_line(report.longrepr)
-            )
+            name = f"collecting {Path(report.nodeid).name}"
+            self.outcomes[name] = Outcome(name, INTERNAL, _one_line(report.longrepr), details=str(report.longrepr))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         name = report.nodeid.split("::")[-1]
-        if report.when != "call" and report.passed:
+        if report.passed and report.when != "call":
             return
-        result = report.outcome if report.when == "call" or report.skipped else "error"
-        if name in self.outcomes and self.outcomes[name].result != "passed":
+        if name in self.outcomes and self.outcomes[name].result != PASSED:
             return  # keep the first problem (a teardown error after a failure adds nothing)
-        outcome = Outcome(name, result, "" if report.passed else _one_line(report.longrepr))
+        properties = dict(report.user_properties)
+        if "not_run" in properties:
+            outcome = Outcome(name, NOT_RUN, f"needs {properties['not_run']}")
+        elif report.passed:
+            outcome = Outcome(name, PASSED)
+        elif report.skipped:
+            outcome = Outcome(name, SKIPPED, _one_line(report.longrepr))
+        else:
+            kind = properties.get("kind", FAILED)
+            outcome = Outcome(name, kind, _one_line(report.longrepr), details=str(report.longrepr))
         if name in self.measured:
             outcome.difference, outcome.tolerance = self.measured[name]
         self.outcomes[name] = outcome
 
 
-def run_checks(checks: Path, conversion: object, *, junitxml: Path | None = None) -> SessionResult:
-    """Run the checks in ``checks`` (a test module) against ``conversion`` in a pytest session of its own.
+class _NotRun(pytest.skip.Exception):  # type: ignore[misc,name-defined]
+    """Skips a check whose needed check did not pass (reported as ``not run``)."""
+
+    def __init__(self, need: str) -> None:
+        super().__init__(f"needs {need}")
+        self.need = need
+
+
+def _kind(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """A refusal or a measured difference fails the check; anything else is a bug, ours or a reference's."""
+    if excinfo.errisinstance((ConversionError, AssertionError, pytest.fail.Exception)):
+        return FAILED
+    if excinfo.errisinstance(pytest.skip.Exception):
+        return SKIPPED
+    return INTERNAL
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and progress bars off (the report says what matters), restored afterwards."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        (logging.enable_progress_bar if bars else logging.disable_progress_bar)()
+
+
+GENERIC_CHECKS = Path(__file__).with_name("checks.py")
+
+
+def run_checks(
+    checks: Sequence[Path] | Path,
+    conversion: object,
+    *,
+    junitxml: Path | None = None,
+    suite: str = "conversion",
+    ignore_warnings: Sequence[str] = (),
+) -> SessionResult:
+    """Run the checks in ``checks`` (test modules) against ``conversion`` in a pytest session of its own.
 
     ``junitxml``: also write the results there (each check a test case, its measured difference and
-    tolerance as properties).
+    tolerance as properties), as the suite ``suite``.
 
-    The session ignores the caller's pytest configuration (ini files, conftest.py, PYTEST_ADDOPTS):
-    the checks must be the same wherever the command runs.
+    The session ignores the caller's pytest configuration (ini files, conftest.py, PYTEST_ADDOPTS): the
+    checks must be the same wherever the command runs.
     """
+    modules = [checks] if isinstance(checks, Path) else list(checks)
     plugin = ConversionPlugin(conversion)
+    root = Path(os.path.commonpath([str(m.parent.absolute()) for m in modules]))
     args = [
-        str(checks),
+        *map(str, modules),
         "-c",
         os.devnull,
         "--rootdir",
-        str(checks.parent),
+        str(root),
         "--confcutdir",
-        str(checks.parent),
+        str(root),
         "-p",
         "no:cacheprovider",
         "-p",
@@ -184,18 +409,14 @@ def run_checks(checks: Path, conversion: object, *, junitxml: Path | None = None
         "--no-header",
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
-        # transformers' kaldi mel bank warns about an empty filter on every 128-bin extractor
-        "-W",
-        "ignore:At least one mel filter has all zero values:UserWarning",
     ]
+    for warning in ignore_warnings:
+        args += ["-W", warning]
     if junitxml is not None:
-        args += [f"--junitxml={junitxml.absolute()}", "-o", "junit_suite_name=" + checks.parent.name + " conversion"]
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # "Loading weights" bars would drown the report
+        args += [f"--junitxml={junitxml.absolute()}", "-o", f"junit_suite_name={suite}"]
     # The environment as it was comes back afterwards (patch.dict restores every key it saw changed).
     # Plugins installed beside the command (anyio, hypothesis, ...) have no place in its checks.
-    with mock.patch.dict(os.environ, {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}):
+    with quiet_transformers(), mock.patch.dict(os.environ, {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}):
         os.environ.pop("PYTEST_ADDOPTS", None)
         exit_code = pytest.main(args, plugins=[plugin, sys.modules[__name__]])
     return SessionResult(int(exit_code), list(plugin.outcomes.values()), plugin.notes)

@@ -22,8 +22,7 @@ import pytest
 import torch
 
 from converters.ast import convert as ast_convert
-from converters.ast.checks import LOGITS_ATOL, dtype_tolerance
-from converters.ast.cli import SAMPLE_REPO
+from converters.ast.conversion import LOGITS_ATOL, SAMPLE_REPO, dtype_tolerance
 from converters.ast.labels import HUB_LABEL_REPO, id2label
 from converters.ast.mapping import AST_MAPPING
 from converters.ast.variants import AUDIOSET_SAMPLE, BY_NAME, VARIANTS
@@ -67,12 +66,12 @@ def test_the_installed_command_converts_a_good_checkpoint_with_a_passing_report(
     output = tmp_path / "out"
     result = run_process(checkpoint, output)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert {p.name for p in output.iterdir()} == OUTPUT_FILES
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES["ast"]
     for check in (
         "test_source_loads_safely",
         "test_every_source_key_is_consumed",
         "test_written_files_reload_exactly",
-        "test_logits_match_the_original_implementation",
+        "test_outputs_match_the_original_implementation",
     ):
         assert f"{check} PASSED" in result.stdout
     assert "test_logits_match_the_published_slice SKIPPED" in result.stdout
@@ -85,7 +84,7 @@ def test_the_published_slice_is_checked_when_a_sample_is_given(checkpoint: Path,
     """A synthetic checkpoint cannot reproduce the published logits: the check runs, fails, blocks output."""
     output = tmp_path / "out"
     result = run(checkpoint, output, "--sample_audio", str(SPEECH))
-    assert "test_logits_match_the_original_implementation PASSED" in result.stdout
+    assert "test_outputs_match_the_original_implementation PASSED" in result.stdout
     assert_refused(result, output, "test_logits_match_the_published_slice", "published")
     assert not output.exists()
 
@@ -172,7 +171,7 @@ def test_overwrite_replaces_the_output_directory_as_a_whole(checkpoint: Path, tm
     (output / "stale.bin").write_text("from an older conversion")
     result = run(checkpoint, output, "--overwrite")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert {p.name for p in output.iterdir()} == OUTPUT_FILES
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES["ast"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     # what was not checked says why, in the report
     assert "audioset-id2label.json is not in the local Hugging Face cache" in result.stdout
@@ -180,7 +179,7 @@ def test_overwrite_replaces_the_output_directory_as_a_whole(checkpoint: Path, tm
     # the checks' table, then what was written
     assert re.search(r"^check +result +largest difference +tolerance$", result.stdout, re.MULTILINE)
     assert re.search(
-        r"^test_logits_match_the_original_implementation +passed +\S+ +1e-04$", result.stdout, re.MULTILINE
+        r"^test_outputs_match_the_original_implementation +passed +\S+ +1e-04$", result.stdout, re.MULTILINE
     )
     assert result.stdout.strip().splitlines()[-1] == f"{COMMAND}: wrote {output}"
 
@@ -228,7 +227,7 @@ def test_half_precision_converts_faithfully(state: dict[str, torch.Tensor], tmp_
     output = tmp_path / "out"
     result = run(tmp_path / "half.pth", output)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    for check in ("test_written_files_reload_exactly", "test_logits_match_the_original_implementation",
+    for check in ("test_written_files_reload_exactly", "test_outputs_match_the_original_implementation",
                   "test_logits_in_the_checkpoint_dtype"):  # fmt: skip
         assert f"{check} PASSED" in result.stdout
     with safe_open(output / "model.safetensors", "pt") as written:
@@ -261,7 +260,7 @@ def test_junit_xml_lists_every_check_with_its_measured_difference(checkpoint: Pa
     assert {"test_source_loads_safely", "test_written_files_reload_exactly"} <= cases.keys()
     assert not [name for name, case in cases.items() if case.find("failure") is not None]
     assert ElementTree.parse(report).getroot().find("testsuite").get("name") == "ast conversion"  # type: ignore[union-attr]
-    logits = cases["test_logits_match_the_original_implementation"]
+    logits = cases["test_outputs_match_the_original_implementation"]
     properties = {p.get("name"): p.get("value", "") for p in logits.iter("property")}
     assert float(properties["largest_difference"]) <= float(properties["tolerance"]) == 1e-4
 
@@ -282,12 +281,12 @@ def test_a_broken_mapping_is_refused_naming_the_first_diverging_stage(
     monkeypatch.setattr(ast_convert, "AST_MAPPING", query_and_key_swapped(AST_MAPPING))
     report = tmp_path / "checks.xml"
     result = run(checkpoint, tmp_path / "out", "--junitxml", str(report))
-    assert_refused(result, tmp_path / "out", "test_logits_match_the_original_implementation",
+    assert_refused(result, tmp_path / "out", "test_outputs_match_the_original_implementation",
                    "first divergence at block 0 attention")  # fmt: skip
     assert "block 0 attention" in result.stdout and "<- first divergence" in result.stdout
     cases = ElementTree.parse(report).iter("testcase")
     assert [case.get("name") for case in cases if case.find("failure") is not None] == [
-        "test_logits_match_the_original_implementation"
+        "test_outputs_match_the_original_implementation"
     ]
 
 
@@ -317,7 +316,7 @@ def test_push_to_hub_uploads_the_written_directory_once_every_check_passed(
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
     output = tmp_path / "out"
     result = run(checkpoint, output, "--push_to_hub", "someone/ast-converted")
-    assert {p.name for p in output.iterdir()} == OUTPUT_FILES  # written either way: the push comes after
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES["ast"]  # written either way: the push comes after
     assert FakeHub.calls[0] == ("create_repo", {"repo_id": "someone/ast-converted", "exist_ok": True})
     if fails:
         assert result.returncode == 1
@@ -356,4 +355,4 @@ def test_the_written_file_is_checked_against_transformers_model(
             result, output, "test_every_target_key_is_written", f"model.safetensors: missing {missing} target"
         )
     else:
-        assert_refused(result, output, "test_written_shapes_fit_the_config", "has shape (1,)")
+        assert_refused(result, output, "test_written_shapes_fit_the_target", "has shape (1,)")

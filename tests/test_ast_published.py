@@ -30,7 +30,8 @@ def test_published_slice(variant: Variant, published_dir: Path | None, tmp_path:
         [
             sys.executable,
             "-m",
-            "converters.ast.cli",
+            "converters.cli",
+            "ast",
             "--model_name",
             variant.name,
             "--checkpoint_path",

@@ -1,81 +1,83 @@
-"""What each command tells its user before converting anything: its help, and the options it requires."""
+"""What each registered command tells its user before converting anything: its help, and the options it requires.
+
+Parametrized over the registry: a converter registered later is covered without editing this file.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from converters.ast.cli import main as convert_ast
-from converters.ast.variants import BY_NAME
-from converters.s3prl.cli import main as convert_s3prl
+from converters import registry
+from converters.cli import SHARED_HELP
+from converters.contract import Converter, Role
 
-SHARED = [
-    ("--overwrite", "replace a non-empty output directory as a whole"),
-    ("--push_to_hub REPO_ID", "upload the output to this hub repository once written"),
-    ("--junitxml PATH", "also write the checks' results as JUnit XML (for CI), whether or not they pass"),
-]
-COMMANDS = {
-    "convert-ast-checkpoint": (
-        convert_ast,
-        "Convert an original Audio Spectrogram Transformer checkpoint (YuanGongND/ast) to transformers' "
-        "ASTForAudioClassification, writing the output only if every check passes.",
-        [
-            ("--model_name NAME", f"the published variant the checkpoint is of: {', '.join(BY_NAME)}"),
-            ("--checkpoint_path CHECKPOINT_PATH",
-             "the original .pth file (see README for each variant's download address)"),
-            ("--pytorch_dump_folder_path PYTORCH_DUMP_FOLDER_PATH", "output directory"),
-            ("--sample_audio SAMPLE_AUDIO",
-             "the 16 kHz recording the published logits were measured on; checks them when given"),
-            *SHARED,
-        ],
-        ["--checkpoint_path", "--pytorch_dump_folder_path"],
-    ),
-    "convert-s3prl-checkpoint": (
-        convert_s3prl,
-        "Convert an s3prl downstream checkpoint (SUPERB head) onto a transformers wav2vec2-family model, "
-        "writing the output only if every check passes.",
-        [
-            ("--base_model_name BASE_MODEL_NAME",
-             "a local transformers model directory, or a hub name found in the local cache"),
-            ("--config_path CONFIG_PATH",
-             "a hand-written classifier config.json, checked against what the checkpoint implies (default: none; "
-             "the config is derived from the checkpoint and the base model)"),
-            ("--labels FILE", "class names, one per line in output order (default: s3prl's own list where it fixes "
-                              "one, else LABEL_i)"),
-            ("--checkpoint_path CHECKPOINT_PATH", "the s3prl runner checkpoint"),
-            ("--model_dump_path MODEL_DUMP_PATH", "output directory"),
-            *SHARED,
-        ],
-        ["--base_model_name", "--checkpoint_path", "--model_dump_path"],
-    ),
-}  # fmt: skip
+CONVERTERS = registry.names()
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+def shown(converter: Converter) -> list[tuple[str, str]]:
+    """Each option as argparse shows it (flag, then its metavar), with its help."""
+    options = []
+    for option in converter.options:
+        metavar = option.metavar or option.dest.upper()
+        options.append((f"{option.flag} {metavar}", option.help))
+    shared = [("--overwrite", SHARED_HELP["--overwrite"]), ("--push_to_hub REPO_ID", SHARED_HELP["--push_to_hub"]),
+              ("--junitxml PATH", SHARED_HELP["--junitxml"])]  # fmt: skip
+    return options + shared
+
+
+def test_the_built_in_converters_are_registered() -> None:
+    assert {"ast", "s3prl"} <= set(CONVERTERS)
+    assert registry.get("ast").command == "convert-ast-checkpoint"
+    assert registry.by_command("convert-s3prl-checkpoint") is registry.get("s3prl")
+
+
+@pytest.mark.parametrize("name", CONVERTERS)
 def test_the_help_names_the_command_what_it_does_and_every_option(
-    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside a text: each is compared whole
-    main, description, options, _ = COMMANDS[command]
+    converter = registry.get(name)
     with pytest.raises(SystemExit) as exit_:
-        main(["--help"])
+        converter.main(["--help"])
     assert exit_.value.code == 0
     help_text = capsys.readouterr().out
-    assert help_text.startswith(f"usage: {command} ")
-    assert f"\n\n{description}\n\n" in help_text
+    assert help_text.startswith(f"usage: {converter.command} ")
+    assert f"\n\n{converter.description}\n\n" in help_text
     flowing = " ".join(help_text.split())  # argparse puts a long option's help on the next line
-    for option, explanation in options:
+    for option, explanation in shown(converter):
         assert f" {option} {explanation} " in flowing + " ", option
 
 
 @pytest.mark.parametrize(
-    ("command", "left_out"), [(command, option) for command, spec in COMMANDS.items() for option in spec[3]]
+    ("name", "left_out"),
+    [(name, option.flag) for name in CONVERTERS for option in registry.get(name).options if option.required],
 )
 def test_a_required_option_left_out_stops_the_command_naming_it(
-    command: str, left_out: str, capsys: pytest.CaptureFixture[str]
+    name: str, left_out: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    main, _, _, required = COMMANDS[command]
+    converter = registry.get(name)
+    required = [option.flag for option in converter.options if option.required]
     arguments = [part for option in required if option != left_out for part in (option, "x")]
     with pytest.raises(SystemExit) as exit_:
-        main(arguments)
+        converter.main(arguments)
     assert exit_.value.code == 2
     assert f"the following arguments are required: {left_out}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", CONVERTERS)
+def test_each_converter_names_its_source_and_output(name: str) -> None:
+    roles = [option.role for option in registry.get(name).options]
+    assert roles.count(Role.SOURCE) == 1 and roles.count(Role.OUTPUT) == 1
+
+
+def test_the_generic_command_reaches_every_format(capsys: pytest.CaptureFixture[str]) -> None:
+    from converters.cli import main
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"{name} ({registry.get(name).command})" in listed for name in CONVERTERS)
+    assert main(["no-such-format"]) == 2
+    assert "unknown format 'no-such-format'; registered: ast, s3prl" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ast", "--help"])
+    assert capsys.readouterr().out.startswith("usage: convert-ast-checkpoint ")

@@ -21,8 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from converters import cli
 from converters.errors import ConversionError
-from converters.s3prl import cli as s3prl_cli
 from converters.s3prl import convert as s3prl_convert
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import (
@@ -32,6 +32,8 @@ from converters.s3prl.convert import (
     resolve_base,
     target_for,
 )
+from converters.s3prl.converter import CONVERTER
+from converters.s3prl.converter import validate as validate_up_front
 from converters.s3prl.derive import base_config
 from converters.s3prl.families import FAMILIES, Head
 from fixtures import commands
@@ -92,8 +94,8 @@ def test_a_good_checkpoint_converts_with_a_passing_report(
     case = s3prl_case(family, head)
     result = run(case, output, config=case.config if given else None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert {p.name for p in output.iterdir()} == OUTPUT_FILES
-    assert "test_head_matches_s3prl PASSED" in result.stdout
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES["s3prl"]
+    assert "test_outputs_match_the_original_implementation PASSED" in result.stdout
     extractor = json.loads((output / "preprocessor_config.json").read_text())
     assert extractor["return_attention_mask"] is True and extractor["do_normalize"] is False
     assert json.loads((output / "config.json").read_text())["architectures"] == [family.model_class(head)]
@@ -271,7 +273,7 @@ def test_a_head_trained_on_the_last_hidden_state_converts_without_a_weighted_sum
         output = tmp_path / f"out-{given is None}"
         result = run(case, output, checkpoint=saved(tmp_path / "last.ckpt", last_layer), config=given)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-        assert "test_head_matches_s3prl PASSED" in result.stdout
+        assert "test_outputs_match_the_original_implementation PASSED" in result.stdout
         assert json.loads((output / "config.json").read_text())["use_weighted_layer_sum"] is False
 
 
@@ -411,7 +413,7 @@ def test_a_hub_name_resolves_from_the_local_cache(
     else:
         result = commands.run_process("convert-s3prl-checkpoint", *chosen, env={"HF_HUB_CACHE": str(cache)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert {p.name for p in output.iterdir()} == OUTPUT_FILES
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES["s3prl"]
 
 
 def infinite_bias(checkpoint: dict[str, Any]) -> None:
@@ -488,7 +490,7 @@ def test_a_half_precision_head_converts_exactly_widened(
     output = tmp_path / "out"
     result = run(case, output, checkpoint=half)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "test_head_matches_s3prl PASSED" in result.stdout
+    assert "test_outputs_match_the_original_implementation PASSED" in result.stdout
     written = load_file(output / "model.safetensors")
     expected = convert_head(read(half), read_config(case.config))
     assert {t.dtype for t in expected.values()} == {dtype}
@@ -635,8 +637,8 @@ def test_overwrite_and_junit_xml_reach_the_conversion(s3prl_case: Callable[..., 
     chosen = arguments(case, output)
     result = commands.run("convert-s3prl-checkpoint", *chosen, "--overwrite", "--junitxml", str(report))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert {p.name for p in output.iterdir()} == OUTPUT_FILES
-    assert 'name="test_head_matches_s3prl"' in report.read_text()
+    assert {p.name for p in output.iterdir()} == OUTPUT_FILES["s3prl"]
+    assert 'name="test_outputs_match_the_original_implementation"' in report.read_text()
 
 
 def test_the_command_passes_its_arguments_on(
@@ -645,17 +647,16 @@ def test_the_command_passes_its_arguments_on(
     """Paths arrive as Paths, the hub repository as given, and the up-front validation reads the config."""
     case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
     passed: dict[str, Any] = {}
-    monkeypatch.setattr(s3prl_cli, "run_conversion", lambda **options: passed.update(options) or 0)
+    monkeypatch.setattr(cli, "convert", lambda converter, options: passed.update(options, converter=converter) or 0)
     bad_config = tmp_path / "bad.json"
     bad_config.write_text("{}")
     chosen = arguments(case, tmp_path / "out", config=bad_config)
-    assert s3prl_cli.main([*chosen, "--push_to_hub", "someone/s3prl-converted"]) == 0
-    assert passed["push_to_hub"] == "someone/s3prl-converted"
-    assert passed["target"] == tmp_path / "out"
-    conversion = passed["make_conversion"](tmp_path / "staging")
-    assert (conversion.config, conversion.checkpoint) == (bad_config, case.checkpoint)  # Paths, not strings
+    assert CONVERTER.main([*chosen, "--push_to_hub", "someone/s3prl-converted"]) == 0
+    assert passed["converter"] is CONVERTER and passed["push_to_hub"] == "someone/s3prl-converted"
+    assert passed["model_dump_path"] == tmp_path / "out"
+    assert (passed["config_path"], passed["checkpoint_path"]) == (bad_config, case.checkpoint)  # Paths, not strings
     with pytest.raises(ConversionError, match="architectures"):
-        passed["validate"]()
+        validate_up_front(passed)
 
 
 def test_a_checkpoint_without_best_score_converts(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
@@ -666,7 +667,7 @@ def test_a_checkpoint_without_best_score_converts(s3prl_case: Callable[..., S3PR
     output = tmp_path / "out"
     result = run(case, output, checkpoint=saved(tmp_path / "trimmed.ckpt", trimmed))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "test_head_matches_s3prl PASSED" in result.stdout
+    assert "test_outputs_match_the_original_implementation PASSED" in result.stdout
 
 
 def test_a_key_s3prls_head_needs_is_named_by_the_key_coverage_check(
@@ -679,7 +680,7 @@ def test_a_key_s3prls_head_needs_is_named_by_the_key_coverage_check(
     path = saved(tmp_path / "lacking.ckpt", checkpoint)
     output = tmp_path / "out"
     cause = f"missing key 'Downstream.projector.bias' in {path}"
-    refused(run(case, output, checkpoint=path), output, f"check test_every_downstream_key_is_consumed failed: {cause}")
+    refused(run(case, output, checkpoint=path), output, f"check test_every_source_key_is_consumed failed: {cause}")
 
 
 @pytest.mark.parametrize(
@@ -736,7 +737,7 @@ def test_without_s3prl_the_help_works_and_a_conversion_says_how_to_install_it(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        s3prl_cli.main(["--help"])
+        CONVERTER.main(["--help"])
     assert exit_.value.code == 0 and "--base_model_name" in capsys.readouterr().out
     output = tmp_path / "out"
     result = run(s3prl_case(WAV2VEC2, Head.SEQUENCE), output)

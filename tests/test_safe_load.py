@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from converters import safe_load
 from converters.errors import ConversionError
-from converters.safe_load import archives_checked_once, as_state_dict, check_weights, load_checkpoint
+from converters.safe_load import SafeLoader, as_state_dict, check_weights, load_checkpoint
 
 
 def valid_checkpoint_bytes() -> bytes:
@@ -192,17 +192,17 @@ def test_a_conversion_checks_each_file_version_once(tmp_path: Path, monkeypatch:
     path = tmp_path / "model.pth"
     path.write_bytes(VALID)
     checked = counting_checks(monkeypatch)
-    with archives_checked_once():
-        load_checkpoint(path)
-        load_checkpoint(path)
-        assert checked == [path]
-        # replaced by a damaged file (a new inode, as any editor or download leaves it): checked again, refused
-        flipped_copy(tmp_path, "flipped.pth").replace(path)
-        with pytest.raises(ConversionError, match="CRC"):
-            load_checkpoint(path)
-        assert checked == [path, path]
+    loader = SafeLoader(remember=True)  # a conversion's session
+    loader.load(path)
+    loader.load(path)
+    assert checked == [path] and loader.loads == 2
+    # replaced by a damaged file (a new inode, as any editor or download leaves it): checked again, refused
+    flipped_copy(tmp_path, "flipped.pth").replace(path)
+    with pytest.raises(ConversionError, match="CRC"):
+        loader.load(path)
+    assert checked == [path, path]
     path.write_bytes(VALID)
-    load_checkpoint(path)  # outside again: checked, as before the conversion
+    load_checkpoint(path)  # another loader: checked, whatever the session's remembers
     assert checked == [path, path, path]
 
 

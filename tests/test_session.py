@@ -74,9 +74,9 @@ def test_each_checks_outcome_is_recorded_with_its_first_one_line_cause(
     result = run_checks(checks_module(tmp_path, request, OUTCOMES), "the conversion")
     assert [(o.check, o.result, o.cause, o.difference, o.tolerance) for o in result.outcomes] == [
         ("test_measured", "passed", "", 1.5e-05, 1e-04),
-        ("test_passes_then_teardown_fails", "error", "teardown broke", None, None),
+        ("test_passes_then_teardown_fails", "failed", "teardown broke", None, None),
         ("test_fails_then_teardown_fails", "failed", "first problem", None, None),  # the first problem is kept
-        ("test_setup_error", "error", "fixture refused", None, None),
+        ("test_setup_error", "failed", "fixture refused", None, None),
         ("test_skipped", "skipped", "nothing to compare", None, None),
         ("test_assertion", "failed", "AssertionError: differs", None, None),
     ]
@@ -93,8 +93,9 @@ def test_a_checks_module_that_cannot_be_imported_is_one_error_naming_the_missing
     checks = checks_module(tmp_path, request, "import no_such_module_for_checks\n")
     result = run_checks(checks, object())
     assert [(o.check, o.result, o.cause) for o in result.outcomes] == [
-        (f"collecting {checks.name}", "error", "ModuleNotFoundError: No module named 'no_such_module_for_checks'")
-    ]
+        (f"collecting {checks.name}", "internal error",
+         "ModuleNotFoundError: No module named 'no_such_module_for_checks'")
+    ]  # fmt: skip
     assert (result.exit_code, result.passed) == (2, False)
 
 
@@ -123,3 +124,52 @@ def test_the_checks_session_ignores_the_callers_plugins_and_addopts(
     assert [(o.check, o.result) for o in result.outcomes] == [("test_isolated", "passed")] and result.passed
     assert os.environ["PYTEST_ADDOPTS"] == "--no-such-option"  # the caller's environment comes back as it was
     assert "PYTEST_DISABLE_PLUGIN_AUTOLOAD" not in os.environ
+
+
+DEPENDENCIES = """
+import pytest
+from converters.errors import ConversionError
+
+@pytest.fixture(scope="session")
+def refused():
+    raise ConversionError("the source is refused")
+
+@pytest.mark.check(order=30)
+def test_later_uses_it(refused):
+    pass
+
+@pytest.mark.check(order=10)
+def test_first_uses_it(refused):
+    pass
+
+@pytest.mark.check(order=20, needs=("test_first_uses_it",))
+def test_needs_the_first():
+    pass
+
+@pytest.mark.check(order=40)
+def test_a_bug():
+    raise RuntimeError("index out of range")
+
+@pytest.mark.check(order=50)
+def test_independent():
+    pass
+"""
+
+
+def test_a_check_that_cannot_run_says_which_check_it_needs_and_a_bug_is_no_refusal(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Ordered by the check marker; a failed session fixture is the first check's failure and the others'
+    ``not run``; a check whose needed check failed is not run; an exception that is no refusal and no measured
+    difference is an internal error."""
+    result = run_checks(checks_module(tmp_path, request, DEPENDENCIES), object())
+    assert [(o.check, o.result, o.cause) for o in result.outcomes] == [
+        ("test_first_uses_it", "failed", "the source is refused"),
+        ("test_needs_the_first", "not run", "needs test_first_uses_it"),
+        ("test_later_uses_it", "not run", "needs test_first_uses_it"),
+        ("test_a_bug", "internal error", "RuntimeError: index out of range"),
+        ("test_independent", "passed", ""),
+    ]
+    assert result.internal is not None and result.internal.check == "test_a_bug"
+    assert "Traceback" in result.internal.details or "raise RuntimeError" in result.internal.details
+    assert result.cause == "check test_first_uses_it failed: the source is refused"

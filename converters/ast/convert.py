@@ -70,8 +70,12 @@ def convert(state: Mapping[str, torch.Tensor], variant: Variant, where: str = "t
     return Converted(variant, backbone, config, tensors)
 
 
-def write(converted: Converted, directory: Path) -> None:
+def write_files(config: ASTConfig, tensors: Mapping[str, torch.Tensor], variant: Variant, directory: Path) -> None:
     """Write config.json, model.safetensors and preprocessor_config.json into an existing directory."""
-    converted.config.save_pretrained(directory)
-    write_safetensors(converted.tensors, directory / "model.safetensors")
-    feature_extractor(converted.variant).save_pretrained(directory)
+    config.save_pretrained(directory)
+    write_safetensors(tensors, directory / "model.safetensors")
+    feature_extractor(variant).save_pretrained(directory)
+
+
+def write(converted: Converted, directory: Path) -> None:
+    write_files(converted.config, converted.tensors, converted.variant, directory)

@@ -6,10 +6,10 @@ import csv
 import io
 import json
 from importlib import resources
-from pathlib import Path
 
 from converters.ast.variants import Dataset
 from converters.errors import ConversionError
+from converters.hub import cached_hub_file
 
 HUB_LABEL_REPO = "huggingface/label-files"
 
@@ -28,16 +28,6 @@ def id2label(dataset: Dataset) -> dict[int, str]:
     if len(labels) != dataset.num_labels:
         raise ConversionError(f"{dataset.labels_file} lists {len(labels)} labels, expected {dataset.num_labels}")
     return labels
-
-
-def cached_hub_file(repo_id: str, filename: str, repo_type: str = "dataset") -> Path | None:
-    """A file from the user's local Hugging Face cache, or None; never touches the network."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError and kin): the caller skips what needs it
-        return None
 
 
 def cached_hub_id2label(dataset: Dataset) -> dict[int, str] | None:

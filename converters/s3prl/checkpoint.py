@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from converters.errors import ConversionError
-from converters.safe_load import as_state_dict, load_checkpoint
+from converters.safe_load import SafeLoader, as_state_dict
 
 
 class NamespaceStandIn:
@@ -44,9 +44,10 @@ class S3PRLCheckpoint:
         }
 
 
-def read(path: Path) -> S3PRLCheckpoint:
-    """Load with ``weights_only=True`` and the Namespace stand-in; check the runner's layout."""
-    loaded = load_checkpoint(path, safe_globals=SAFE_GLOBALS)
+def read(path: Path, loader: SafeLoader | None = None) -> S3PRLCheckpoint:
+    """Load with ``weights_only=True`` and the Namespace stand-in (through ``loader``, a fresh one by default);
+    check the runner's layout."""
+    loaded = (loader or SafeLoader()).load(path, safe_globals=SAFE_GLOBALS)
     if not isinstance(loaded, Mapping):
         raise ConversionError(f"{path} holds a {type(loaded).__name__}, expected an s3prl runner checkpoint (a dict)")
     for entry in ("Downstream", "Featurizer"):

@@ -11,6 +11,7 @@ import transformers
 from transformers import PretrainedConfig, Wav2Vec2FeatureExtractor
 
 from converters.errors import ConversionError, first_line
+from converters.hub import model_directory
 from converters.hub_layout import assign_serialized, serialized_state
 from converters.mapping import KeyMapping, shape_mismatch
 from converters.s3prl.checkpoint import S3PRLCheckpoint
@@ -76,6 +77,12 @@ def base_attribute(model: Any) -> str:
     """The attribute holding the base model. Not ``base_model_prefix``: transformers 4.x gives SEW-D's as
     ``sew-d`` while the attribute (and every serialized key) is ``sew_d``."""
     return next(name for name, child in model.named_children() if isinstance(child, transformers.PreTrainedModel))
+
+
+def model_spec(target: Target) -> dict[str, torch.Tensor]:
+    """Every serialized key and shape of the classifier model for this config (meta tensors, no memory)."""
+    with torch.device("meta"):
+        return serialized_state(target.model_class(target.config))
 
 
 def head_spec(target: Target) -> dict[str, torch.Tensor]:
@@ -172,17 +179,7 @@ def convert_head(checkpoint: S3PRLCheckpoint, target: Target) -> dict[str, torch
 
 def resolve_base(name: str) -> Path:
     """A local transformers model directory; a hub name is looked up in the local cache only."""
-    path = Path(name)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # not a directory and not cached: the same answer for every reason
-        raise ConversionError(
-            f"base model {name!r} is neither a local directory nor in the local Hugging Face cache"
-        ) from None
+    return model_directory(name)
 
 
 def _mismatch(entry: Any, model: Any) -> str:

@@ -1,0 +1,204 @@
+"""The contract between the generic harness and each converter.
+
+A converter is one ``Converter`` record in the registry (``converters/registry.py``): its command and
+options, the ``Conversion`` class that holds one run's inputs, the checks of its own, the files it writes
+and the packages its reference implementation needs. The generic checks (``converters/checks.py``: safe
+load, finite weights, key coverage, shapes, every target key written, reload exactly, equivalence with the
+original through the divergence locator) call the hooks of ``Conversion``; a converter's own checks module
+holds only what is specific to its format. The harness runs them all in one pytest session, stages the
+output and publishes it only when every check passed.
+
+Importing this module is cheap (no torch): a command's ``--help`` and argument errors need nothing more.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from converters.locator import Divergence
+    from converters.mapping import KeyMapping
+    from converters.safe_load import SafeLoader
+
+
+class Role(Enum):
+    """What an option names, so that the harness can refuse a bad one before any check runs."""
+
+    VALUE = "value"
+    SOURCE = "source"  # the original checkpoint: an existing, readable file
+    INPUT = "input"  # another file the conversion reads, when given: existing and readable
+    MODEL = "model"  # a model directory, or a hub name resolved from the local cache
+    OUTPUT = "output"  # the output directory
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option (argparse's arguments, and what it names)."""
+
+    flag: str
+    help: str
+    role: Role = Role.VALUE
+    required: bool = False
+    default: Any = None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A package the reference implementation needs, and how to install it (one line)."""
+
+    module: str
+    install: str
+
+    def installed(self) -> str | None:
+        """``"<distribution> <version>"`` of the package providing ``module``, or None if there is none."""
+        try:
+            if importlib.util.find_spec(self.module) is None:
+                return None
+        except (ImportError, ValueError):  # a module entry of None, as a blocked import leaves it
+            return None
+        for name in importlib.metadata.packages_distributions().get(self.module, []):
+            return f"{name} {importlib.metadata.version(name)}"
+        return f"{self.module} (from no installed distribution)"  # on sys.path as a plain directory
+
+
+@dataclass(frozen=True)
+class Converter:
+    """Everything the harness needs of one source format."""
+
+    name: str  # the format's key: manifests, reports, the generic command's first argument
+    command: str  # the console script: convert-<name>-checkpoint
+    description: str
+    options: tuple[Option, ...]
+    conversion: type[Conversion] | str  # the class, or "module:Class", imported when a conversion runs
+    files: frozenset[str]  # what a conversion writes
+    checks: tuple[str, ...] = ()  # modules of its own checks ("package.module"), beside the generic ones
+    requires: tuple[Requirement, ...] = ()  # the reference implementation's packages
+    ignore_warnings: tuple[str, ...] = ()  # -W filters for its checks' session
+    validate: str | None = None  # "module:function" taking the options: refusals the command can make up front
+
+    def conversion_class(self) -> type[Conversion]:
+        return self.conversion if isinstance(self.conversion, type) else _load(self.conversion)
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """The command: what its console script runs."""
+        from converters.cli import run
+
+        return run(self, argv)
+
+
+def _load(reference: str) -> Any:
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def validator(converter: Converter) -> Any:
+    return None if converter.validate is None else _load(converter.validate)
+
+
+@dataclass
+class Source:
+    """A source checkpoint as the mapping sees it: flat names to tensors (views of the mapped file)."""
+
+    tensors: dict[str, torch.Tensor]
+    payload: Any = None  # what else the format read (an s3prl runner checkpoint's Args and Config, say)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the written model must be: its class, its config, and its serialized keys and shapes."""
+
+    model_class: Any  # a transformers PreTrainedModel class
+    config: Any  # its PretrainedConfig
+    spec: dict[str, torch.Tensor]  # every serialized key, as shape-only (meta) tensors
+    needs: str  # who needs those shapes, for refusals: "the config", "ast-... (stride 10, ...)"
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The converted model against the original implementation."""
+
+    difference: float  # the largest difference the check quotes
+    tolerance: float
+    divergence: Divergence | None  # every stage, where located
+    cause: str = ""  # why it fails, one line; empty when it passes
+    outputs: Any = None  # what the written model computed, for a converter's own checks to reuse
+
+    @property
+    def passed(self) -> bool:
+        return not self.cause
+
+
+@dataclass
+class Conversion:
+    """One run of a converter: its options (by argparse dest) and the hooks the generic checks call.
+
+    ``staging`` is the directory the conversion writes into. Hooks take what earlier hooks returned, so
+    that the harness decides what is held in memory and for how long.
+    """
+
+    options: Mapping[str, Any]
+    staging: Path
+    converter: Converter
+    loader: SafeLoader = field(repr=False, default=None)  # type: ignore[assignment]  # set by the session
+
+    @property
+    def source_path(self) -> Path:
+        (option,) = [o for o in self.converter.options if o.role is Role.SOURCE]
+        return Path(self.options[option.dest])
+
+    @property
+    def where(self) -> str:
+        """How refusals name the source."""
+        return str(self.source_path)
+
+    # -- the hooks: a converter implements these -------------------------------------------------------------
+
+    def read(self) -> Source:
+        """Load the source through ``self.loader`` (safely); once per session."""
+        raise NotImplementedError
+
+    def target(self, source: Source) -> Target:
+        raise NotImplementedError
+
+    def mapping(self, source: Source, target: Target) -> KeyMapping:
+        raise NotImplementedError
+
+    def expected_source(self, source: Source, target: Target) -> dict[str, torch.Tensor]:
+        """The source keys and shapes the target needs (meta tensors): by default, its spec mapped back."""
+        return self.mapping(source, target).inverse().apply(target.spec, where=f"the spec of {target.needs}")
+
+    def convert(self, source: Source, target: Target) -> dict[str, torch.Tensor]:
+        """The mapped tensors, in the target's serialized layout."""
+        return self.mapping(source, target).apply(source.tensors, where=self.where)
+
+    def write(
+        self, source: Source, target: Target, tensors: dict[str, torch.Tensor], directory: Path
+    ) -> dict[str, torch.Tensor]:
+        """Write every file into ``directory``; return the serialized tensors written (for their digests)."""
+        raise NotImplementedError
+
+    def reference(self, source: Source, target: Target) -> Any:
+        """The original implementation, or what it computes: prepared while the source is held, before the
+        written model is loaded back (the source is released in between)."""
+        return None
+
+    def compare(self, model: nn.Module, reference: Any, target: Target) -> Comparison:
+        """The written model, loaded back, against ``reference``; where they part, the locator's stages.
+        A hook that needs the source again (to locate a divergence, say) reads it anew with ``read``."""
+        raise NotImplementedError

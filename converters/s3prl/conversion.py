@@ -1,0 +1,73 @@
+"""One S3PRL conversion: the hooks the generic checks call (``converters.contract.Conversion``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from converters.contract import Comparison, Conversion, Source, Target
+from converters.hub_layout import serialized_state
+from converters.mapping import KeyMapping
+from converters.s3prl import convert as s3prl_convert
+from converters.s3prl.checkpoint import S3PRLCheckpoint, read
+from converters.s3prl.convert import build_model, expected_sources, feature_extractor, target_for
+
+# The utterances both heads hear: two lengths, so that a padded batch has padding; any such pair reaches
+# every weight of the head.
+PROBES = ((1.2, 1), (0.7, 2))  # (seconds, noise seed)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the target's payload holds: the classifier's family, head and config, and the base model."""
+
+    head: s3prl_convert.Target
+    base: Path
+
+
+class S3PRLConversion(Conversion):
+    @cached_property
+    def base(self) -> Path:
+        return s3prl_convert.resolve_base(self.options["base_model_name"])
+
+    def read(self) -> Source:
+        checkpoint = read(self.source_path, self.loader)
+        return Source(checkpoint.flattened(), checkpoint)
+
+    def target(self, source: Source) -> Target:
+        head = target_for(source.payload, self.base, self.options.get("config_path"), self.options.get("labels"))
+        spec = s3prl_convert.model_spec(head)
+        return Target(head.model_class, head.config, spec, "the config", Plan(head, self.base))
+
+    def mapping(self, source: Source, target: Target) -> KeyMapping:
+        return target.payload.head.mapping
+
+    def expected_source(self, source: Source, target: Target) -> dict[str, torch.Tensor]:
+        return expected_sources(target.payload.head)
+
+    def write(
+        self, source: Source, target: Target, tensors: dict[str, torch.Tensor], directory: Path
+    ) -> dict[str, torch.Tensor]:
+        """The head class loaded from the base model with the classifier config, the converted head set."""
+        model = build_model(self.base, target.payload.head, tensors)
+        model.save_pretrained(directory)
+        feature_extractor(self.base).save_pretrained(directory)
+        return serialized_state(model)
+
+    def reference(self, source: Source, target: Target) -> S3PRLCheckpoint:
+        return source.payload  # s3prl's modules are built from it, fed the written model's hidden states
+
+    def compare(self, model: nn.Module, reference: S3PRLCheckpoint, target: Target) -> Comparison:
+        from converters.audio import probe_signal
+        from converters.s3prl.equivalence import compare_with_s3prl
+
+        waveforms = [probe_signal(seconds, seed=seed) for seconds, seed in PROBES]
+        extractor = feature_extractor(self.staging)
+        divergence = compare_with_s3prl(model, reference, target.payload.head, waveforms, extractor)
+        worst = divergence.worst()
+        cause = "" if divergence.first is None else divergence.summary()
+        return Comparison(worst.difference, worst.tolerance, divergence, cause)
