@@ -259,7 +259,7 @@ def check_order(item: pytest.Item) -> float:
 class ConversionPlugin:
     """Carries a conversion into its checks, orders them, and records what they found."""
 
-    def __init__(self, conversion: object) -> None:
+    def __init__(self, conversion: Any) -> None:
         self.conversion = conversion
         self.outcomes: dict[str, Outcome] = {}
         self.measured: dict[str, tuple[float, float]] = {}
@@ -323,7 +323,7 @@ class ConversionPlugin:
         elif report.skipped:
             outcome = Outcome(name, SKIPPED, _one_line(report.longrepr))
         else:
-            kind = properties.get("kind", FAILED)
+            kind = str(properties.get("kind", FAILED))
             outcome = Outcome(name, kind, _one_line(report.longrepr), details=str(report.longrepr))
         if name in self.measured:
             outcome.difference, outcome.tolerance = self.measured[name]

@@ -86,9 +86,8 @@ class ASTConversion(Conversion):
         """
         extractor = feature_extractor(self.variant)
         seconds = (self.variant.max_length + 2) / 100  # 10 ms hop, 25 ms window
-        features = {
-            "probe signal": extractor(probe_signal(seconds), sampling_rate=16000, return_tensors="pt").input_values
-        }
+        probe = extractor(probe_signal(seconds), sampling_rate=16000, return_tensors="pt").input_values
+        features = {"probe signal": probe}
         if self.sample_audio is not None:
             waveform = read_audio(self.sample_audio)
             features["sample audio"] = extractor(waveform, sampling_rate=16000, return_tensors="pt").input_values
@@ -106,13 +105,8 @@ class ASTConversion(Conversion):
         on every input; past the tolerance, the original is rebuilt and both run stage by stage."""
         float32: Any = model if model.dtype == torch.float32 else copy.deepcopy(model).float()  # type: ignore[operator]
         logits = {name: float32(input_values=features).logits for name, features in reference.inputs.items()}
-        worst = max(
-            (
-                (name, (logits[name] - reference.logits[name]).abs().nan_to_num(nan=math.inf).max().item())
-                for name in logits
-            ),
-            key=lambda item: item[1],
-        )
+        differences = {name: (logits[name] - reference.logits[name]).abs().nan_to_num(nan=math.inf) for name in logits}
+        worst = max(((name, difference.max().item()) for name, difference in differences.items()), key=lambda i: i[1])
         if worst[1] <= LOGITS_ATOL:
             return Comparison(worst[1], LOGITS_ATOL, None, outputs=logits)
         original = load_original(self.read().tensors, self.variant)
