@@ -156,7 +156,7 @@ def golden(request: pytest.FixtureRequest, ndarrays_regression: object) -> Calla
 @pytest.fixture(scope="session")
 def ast_checkpoint(artifacts: SharedArtifacts) -> Callable[..., Path]:
     """``ast_checkpoint(variant, size="tiny"|"full")``: a synthetic original checkpoint, built once per run."""
-    from fixtures.ast_checkpoints import FULL, TINY, write_checkpoint
+    from converters.ast.example import FULL, TINY, write_checkpoint
 
     def get(variant: object, size: str = "tiny") -> Path:
         backbone = {"tiny": TINY, "full": FULL}[size]
@@ -171,7 +171,7 @@ def s3prl_case(artifacts: SharedArtifacts) -> Callable[..., object]:
     """``s3prl_case(family, head, size, stable=False, weighted=True)``: base model dir, classifier config and
     runner checkpoint; ``stable``: the base's encoder ends in a LayerNorm (do_stable_layer_norm); ``weighted``:
     the head weighs every hidden state (else it was trained on the last one, ``-l``)."""
-    from fixtures.s3prl_checkpoints import (
+    from converters.s3prl.example import (
         TINY,
         S3PRLCase,
         write_base_model,

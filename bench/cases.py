@@ -1,8 +1,8 @@
-"""Synthetic full-size inputs for the benchmark, built through the same code paths as the test fixtures.
+"""The benchmark's cases: every registered converter's example at each of its sizes, built once.
 
-AST: the 10-10 variant on tiny, base (DeiT-base: 88M parameters, the published size) and large
-(1024 wide, 24 blocks) backbones. S3PRL: an XVector head on a wav2vec2 base model of tiny, base
-(wav2vec2-base, 95M) and large (wav2vec2-large, 317M) size.
+For the built-in converters: AST 10-10 on a tiny, base (DeiT-base: 88M parameters, the published size) and
+large (1024 wide, 24 blocks) backbone; an S3PRL XVector head on a Wav2Vec2 base model of tiny, base
+(wav2vec2-base, 95M) and large (wav2vec2-large, 317M, stable layer norm) size.
 """
 
 from __future__ import annotations
@@ -11,29 +11,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from converters.ast.config import Backbone
-from converters.ast.variants import BY_NAME
-from converters.s3prl.families import FAMILIES, Head
-from fixtures import ast_checkpoints, s3prl_checkpoints
-
-AST_VARIANT = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
-AST_SIZES = {
-    "tiny": ast_checkpoints.TINY,
-    "base": ast_checkpoints.FULL,
-    "large": Backbone(hidden_size=1024, num_layers=24, intermediate_size=4096),
-}
-WAV2VEC2 = FAMILIES[0]
-S3PRL_SIZES = {
-    "tiny": s3prl_checkpoints.TINY,
-    "base": s3prl_checkpoints.SUPERB,
-    "large": s3prl_checkpoints.LARGE,
-}
+from converters import registry
 
 
 @dataclass(frozen=True)
 class Case:
-    format: str  # "ast" or "s3prl"
+    format: str  # a registered converter's name
     size: str
 
     @property
@@ -41,40 +26,60 @@ class Case:
         return f"{self.format}-{self.size}"
 
 
-CASES = [Case(kind, size) for kind in ("ast", "s3prl") for size in ("tiny", "base", "large")]
+def cases() -> list[Case]:
+    """Every example at every size (importing each converter's example module: its original implementation)."""
+    return [
+        Case(converter.name, size)
+        for converter in registry.all_converters()
+        if converter.example is not None
+        for size in converter.examples().sizes
+    ]
 
 
 def build(case: Case, directory: Path) -> Path:
     """Write the case's inputs and ``case.json`` into ``directory`` (once: an existing case is kept)."""
     if (directory / "case.json").exists():
         return directory
-    directory.mkdir(parents=True, exist_ok=True)
-    if case.format == "ast":
-        checkpoint = directory / "audioset_10_10_0.4593.pth"
-        ast_checkpoints.write_checkpoint(checkpoint, AST_VARIANT, AST_SIZES[case.size])
-        files = {"checkpoint": checkpoint.name}
-        extra = {"variant": AST_VARIANT.name}
-    else:
-        size = S3PRL_SIZES[case.size]
-        base = s3prl_checkpoints.write_base_model(directory / "base", WAV2VEC2, size)
-        s3prl_checkpoints.write_classifier_config(directory / "config.json", WAV2VEC2, Head.XVECTOR, size)
-        s3prl_checkpoints.write_runner_checkpoint(directory / "states.ckpt", base, WAV2VEC2, Head.XVECTOR, size)
-        files = {"base": "base", "config": "config.json", "checkpoint": "states.ckpt"}
-        extra = {}
-    (directory / "case.json").write_text(json.dumps({"format": case.format, "files": files, **extra}))
+    options = registry.get(case.format).examples().build(directory, case.size)
+    kept = {key: str(value) for key, value in options.items()}
+    (directory / "case.json").write_text(json.dumps({"format": case.format, "options": kept}))
     return directory
 
 
+def options_of(directory: Path) -> tuple[str, dict[str, Any]]:
+    """A built case's converter name and its options."""
+    case = json.loads((directory / "case.json").read_text())
+    return case["format"], case["options"]
+
+
 def parameters(directory: Path) -> int:
-    """How many numbers the conversion moves: every tensor of the checkpoint (and of the base model)."""
+    """How many numbers the conversion moves: every tensor of the source (and of a base model directory)."""
     import torch
     from safetensors import safe_open
 
-    case = json.loads((directory / "case.json").read_text())
-    state = torch.load(directory / case["files"]["checkpoint"], mmap=True, weights_only=False, map_location="cpu")
-    if case["format"] == "ast":
-        return sum(t.numel() for t in state.values())
-    count = sum(t.numel() for t in state["Downstream"].values()) + state["Featurizer"]["weights"].numel()
-    with safe_open(directory / "base" / "model.safetensors", "pt") as base:
-        count += sum(math.prod(base.get_slice(key).get_shape()) for key in base.keys())  # noqa: SIM118
+    from converters.contract import Role
+
+    name, options = options_of(directory)
+    converter = registry.get(name)
+    count = 0
+    for option in converter.options:
+        value = options.get(option.dest)
+        if option.role is Role.SOURCE and value is not None:
+            loaded = torch.load(value, mmap=True, weights_only=False, map_location="cpu")  # our own synthetic file
+            count += sum(t.numel() for t in tensors_in(loaded))
+        elif option.role is Role.MODEL and value is not None:
+            for path in Path(value).glob("*.safetensors"):
+                with safe_open(path, "pt") as model:
+                    count += sum(math.prod(model.get_slice(key).get_shape()) for key in model.keys())  # noqa: SIM118
     return count
+
+
+def tensors_in(obj: Any) -> list[Any]:
+    """Every tensor of a loaded checkpoint, however nested (an s3prl runner's, say); optimizer state aside."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for key, value in obj.items() if key != "Optimizer" for t in tensors_in(value)]
+    return []

@@ -1,6 +1,6 @@
 """The pipelines the benchmark times, each run in a fresh process: ``python -m bench.pipelines NAME CASE OUT``.
 
-``CASE`` is a case directory made by ``bench.cases`` (its ``case.json`` says the format and the files).
+``CASE`` is a case directory made by ``bench.cases`` (its ``case.json`` says the converter and its options).
 - ``command``: the project's command end to end, every check on (the installed console script).
 - ``seed``: the seed scripts' way: full ``torch.load``, rename, a randomly initialised model,
   ``load_state_dict``, one forward, ``save_pretrained``.
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -19,58 +18,80 @@ from typing import Any
 
 import torch
 
+from bench.cases import options_of
+from converters import registry
+from converters.contract import Role
+
 
 def case_of(directory: Path) -> dict[str, Any]:
-    case: dict[str, Any] = json.loads((directory / "case.json").read_text())
-    return {**case, **{key: directory / value for key, value in case["files"].items()}}
+    """A built case: its converter's name (``format``) and options (input paths as Paths)."""
+    name, options = options_of(directory)
+    converter = registry.get(name)
+    paths = {o.dest for o in converter.options if o.role in (Role.SOURCE, Role.INPUT, Role.OUTPUT)}
+    return {"format": name, "options": {k: Path(v) if k in paths else v for k, v in options.items()}}
+
+
+def arguments(case: dict[str, Any], output: Path) -> list[str]:
+    """The command line that converts a case into ``output``."""
+    converter = registry.get(case["format"])
+    argv = []
+    for option in converter.options:
+        value = output if option.role is Role.OUTPUT else case["options"].get(option.dest)
+        if value is not None:
+            argv += [option.flag, str(value)]
+    return argv
 
 
 def command(case: dict[str, Any], output: Path) -> None:
-    scripts = Path(sys.executable).parent
-    if case["format"] == "ast":
-        arguments = [str(scripts / "convert-ast-checkpoint"), "--model_name", case["variant"], "--checkpoint_path",
-                     str(case["checkpoint"]), "--pytorch_dump_folder_path", str(output)]  # fmt: skip
-    else:
-        arguments = [str(scripts / "convert-s3prl-checkpoint"), "--base_model_name", str(case["base"]),
-                     "--config_path", str(case["config"]), "--checkpoint_path", str(case["checkpoint"]),
-                     "--model_dump_path", str(output)]  # fmt: skip
+    converter = registry.get(case["format"])
+    script = str(Path(sys.executable).with_name(converter.command))
     # exec, not a child: the figures measured for this process are the command's own
     sys.stdout.flush()
-    os.execv(arguments[0], arguments)
+    os.execv(script, [script, *arguments(case, output)])
 
 
 @torch.no_grad()
 def seed(case: dict[str, Any], output: Path) -> None:
-    if case["format"] == "ast":
-        from transformers import ASTForAudioClassification
+    """The seed script of the case's format (``../shared/seeds/``), as it ran: no check."""
+    SEEDS[case["format"]](case["options"], output)
 
-        from converters.ast.config import backbone_of, feature_extractor, hf_config
-        from converters.ast.mapping import AST_MAPPING
-        from converters.ast.variants import variant
-        from converters.hub_layout import load_serialized
 
-        state = torch.load(case["checkpoint"], map_location="cpu", weights_only=True)
-        chosen = variant(case["variant"])
-        config = hf_config(chosen, backbone_of(state))
-        renamed = AST_MAPPING.apply(state)
-        model = ASTForAudioClassification(config).eval()
-        load_serialized(model, renamed)  # load_state_dict under the serialized names, on transformers 4 and 5
-        extractor = feature_extractor(chosen)
-        inputs = extractor(torch.randn(16000 * 2).numpy(), sampling_rate=16000, return_tensors="pt")
-        model(**inputs)
-        model.save_pretrained(output)
-        extractor.save_pretrained(output)
-        return
+@torch.no_grad()
+def ast_seed(options: dict[str, Any], output: Path) -> None:
+    from transformers import ASTForAudioClassification
+
+    from converters.ast.config import backbone_of, feature_extractor, hf_config
+    from converters.ast.mapping import AST_MAPPING
+    from converters.ast.variants import variant
+    from converters.hub_layout import load_serialized
+
+    state = torch.load(options["checkpoint_path"], map_location="cpu", weights_only=True)
+    chosen = variant(options["model_name"])
+    config = hf_config(chosen, backbone_of(state))
+    renamed = AST_MAPPING.apply(state)
+    model = ASTForAudioClassification(config).eval()
+    load_serialized(model, renamed)  # load_state_dict under the serialized names, on transformers 4 and 5
+    extractor = feature_extractor(chosen)
+    inputs = extractor(torch.randn(16000 * 2).numpy(), sampling_rate=16000, return_tensors="pt")
+    model(**inputs)
+    model.save_pretrained(output)
+    extractor.save_pretrained(output)
+
+
+@torch.no_grad()
+def s3prl_seed(options: dict[str, Any], output: Path) -> None:
     import transformers
 
+    base = Path(options["base_model_name"])
     # as the seed loaded it (the runner pickles an argparse.Namespace); the benchmark's own synthetic file
-    checkpoint = torch.load(case["checkpoint"], map_location="cpu", weights_only=False)
+    checkpoint = torch.load(options["checkpoint_path"], map_location="cpu", weights_only=False)
     downstream = checkpoint["Downstream"]
-    config = transformers.AutoConfig.from_pretrained(case["config"])
+    # the hand-written classifier config the seed needed (the command derives it)
+    config = transformers.AutoConfig.from_pretrained(base.parent / "classifier-config.json")
     s3prl_extractor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(
-        case["base"], return_attention_mask=True, do_normalize=False
+        base, return_attention_mask=True, do_normalize=False
     )
-    model = getattr(transformers, config.architectures[0]).from_pretrained(case["base"], config=config).eval()
+    model = getattr(transformers, config.architectures[0]).from_pretrained(base, config=config).eval()
     model.projector.weight.data = downstream["connector.weight"]
     model.projector.bias.data = downstream["connector.bias"]
     for i in range(len(config.tdnn_kernel)):
@@ -88,39 +109,42 @@ def seed(case: dict[str, Any], output: Path) -> None:
     model.save_pretrained(output)
 
 
+# The seed scripts this project replaces (../shared/seeds/); a converter without one has no seed pipeline.
+SEEDS: dict[str, Callable[[dict[str, Any], Path], None]] = {"ast": ast_seed, "s3prl": s3prl_seed}
+
+
 def core(case: dict[str, Any], output: Path) -> None:
+    """Read, map and write through the converter's hooks, as the command's session calls them; no check."""
+    from converters.safe_load import SafeLoader
+
     output.mkdir()
-    if case["format"] == "ast":
-        from converters.ast.convert import convert, write
-        from converters.ast.variants import variant
-        from converters.safe_load import as_state_dict, load_checkpoint
-
-        path = case["checkpoint"]
-        write(convert(as_state_dict(load_checkpoint(path), str(path)), variant(case["variant"])), output)
-        return
-    from converters.s3prl.checkpoint import read
-    from converters.s3prl.convert import build_model, convert_head, feature_extractor, read_config
-
-    target = read_config(case["config"])
-    model = build_model(case["base"], target, convert_head(read(case["checkpoint"]), target))
-    model.save_pretrained(output)
-    feature_extractor(case["base"]).save_pretrained(output)
+    converter = registry.get(case["format"])
+    conversion = converter.conversion_class()(case["options"], output, converter, SafeLoader(remember=True))
+    source = conversion.read()
+    target = conversion.target(source)
+    conversion.write(source, target, conversion.convert(source, target), output)
 
 
 def floor(case: dict[str, Any], output: Path) -> None:
+    """The I/O floor: a memory-mapped read of the source (and of a base model), one safetensors write."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from bench.cases import tensors_in
+
     output.mkdir()
-    # no allowlist: the floor is bare I/O, and the benchmark reads only the synthetic files it built
-    state = torch.load(case["checkpoint"], map_location="cpu", weights_only=False, mmap=True)
-    if case["format"] == "ast":
-        tensors = dict(state)
-    else:
-        tensors = {f"head.{key}": value for key, value in state["Downstream"].items()}
-        with safe_open(case["base"] / "model.safetensors", "pt") as base:
-            tensors.update({key: base.get_tensor(key) for key in base.keys()})  # noqa: SIM118
-    save_file(tensors, str(output / "model.safetensors"))
+    converter = registry.get(case["format"])
+    tensors: dict[str, torch.Tensor] = {}
+    for option in converter.options:
+        value = case["options"].get(option.dest)
+        if option.role is Role.SOURCE:
+            # no allowlist: the floor is bare I/O, and the benchmark reads only the synthetic files it built
+            state = torch.load(value, map_location="cpu", weights_only=False, mmap=True)
+            tensors.update({f"source.{i}": tensor for i, tensor in enumerate(tensors_in(state))})
+        elif option.role is Role.MODEL and value is not None:
+            with safe_open(Path(value) / "model.safetensors", "pt") as base:
+                tensors.update({key: base.get_tensor(key) for key in base.keys()})  # noqa: SIM118
+    save_file({key: t.contiguous() for key, t in tensors.items()}, str(output / "model.safetensors"))
 
 
 PIPELINES: dict[str, Callable[[dict[str, Any], Path], None]] = {

@@ -26,9 +26,9 @@ ROOT = Path(__file__).parent.parent
 # Per format and pipeline: phase -> the functions (module:qualified name) whose calls make it up.
 PHASES: dict[tuple[str, str], dict[str, list[str]]] = {
     ("ast", "command"): {
-        "read the checkpoint (mmap, CRCs), every check": ["converters.safe_load:load_checkpoint"],
-        "map and split": ["converters.ast.convert:convert"],
-        "write safetensors": ["converters.ast.convert:write"],
+        "read the checkpoint (mmap, CRCs), every check": ["converters.safe_load:SafeLoader.load"],
+        "map and split": ["converters.contract:Conversion.convert"],
+        "write safetensors": ["converters.ast.convert:write_files"],
         "digests (written and reloaded)": ["converters.hub_layout:digests"],
         "build the original (timm)": ["converters.ast.original:load_original"],
         "original's forward": ["converters.ast.original:OriginalAST.forward"],
@@ -45,7 +45,7 @@ PHASES: dict[tuple[str, str], dict[str, list[str]]] = {
     },
     ("s3prl", "command"): {
         "read the checkpoint (CRCs, weights_only)": ["converters.s3prl.checkpoint:read"],
-        "map the head": ["converters.s3prl.convert:convert_head"],
+        "map the head": ["converters.contract:Conversion.convert"],
         "build the model from the base (from_pretrained)": ["converters.s3prl.convert:build_model"],
         "save_pretrained": ["transformers:PreTrainedModel.save_pretrained"],
         "digests (written and reloaded)": ["converters.hub_layout:digests"],
@@ -66,20 +66,11 @@ COMMAND_SCRIPT = """
 import sys
 from pathlib import Path
 
-from bench.pipelines import case_of
+from bench.pipelines import arguments, case_of
+from converters import registry
 
 case = case_of(Path({case!r}))
-if case["format"] == "ast":
-    from converters.ast.converter import main
-
-    arguments = ["--model_name", case["variant"], "--checkpoint_path", str(case["checkpoint"]),
-                 "--pytorch_dump_folder_path", {output!r}]
-else:
-    from converters.s3prl.converter import main
-
-    arguments = ["--base_model_name", str(case["base"]), "--config_path", str(case["config"]),
-                 "--checkpoint_path", str(case["checkpoint"]), "--model_dump_path", {output!r}]
-sys.exit(main(arguments))
+sys.exit(registry.get(case["format"]).main(arguments(case, Path({output!r}))))
 """
 
 Key = tuple[str, int, str]  # pstats' (file, first line, function name)

@@ -18,7 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.cases import CASES, Case, build, parameters
+from bench.cases import Case, build, cases, parameters
+from bench.pipelines import SEEDS
 
 PIPELINES = ("command", "seed", "core", "floor")
 HERE = Path(__file__).parent
@@ -44,15 +45,21 @@ def measure(pipeline: str, case_dir: Path, scratch: Path) -> tuple[float, float]
     return hours * 3600 + minutes * 60 + seconds, int(peak[1]) / 1024
 
 
+def pipelines_of(case: Case) -> list[str]:
+    """Every pipeline; the seed's only where the format had a seed script."""
+    return [p for p in PIPELINES if p != "seed" or case.format in SEEDS]
+
+
 def run_case(case: Case, work: Path, runs: int) -> dict[str, object]:
     case_dir = build(case, work / case.name)
     scratch = Path(tempfile.mkdtemp(dir=work, prefix="scratch-"))
+    pipelines = pipelines_of(case)
     try:
-        for pipeline in PIPELINES:  # warm-up: page cache, .pyc files
+        for pipeline in pipelines:  # warm-up: page cache, .pyc files
             measure(pipeline, case_dir, scratch)
-        samples: dict[str, list[tuple[float, float]]] = {p: [] for p in PIPELINES}
+        samples: dict[str, list[tuple[float, float]]] = {p: [] for p in pipelines}
         for repetition in range(runs):
-            for pipeline in PIPELINES:
+            for pipeline in pipelines:
                 samples[pipeline].append(measure(pipeline, case_dir, scratch))
                 wall, peak = samples[pipeline][-1]
                 print(f"  {case.name} {pipeline} run {repetition + 1}: {wall:.2f} s, {peak:.0f} MiB", file=sys.stderr)
@@ -84,16 +91,17 @@ def table(results: list[dict[str, object]]) -> str:
     for result in results:
         median: dict[str, dict[str, float]] = result["median"]  # type: ignore[assignment]
         millions = float(result["parameters"]) / 1e6  # type: ignore[arg-type]
-        for pipeline in PIPELINES:
+        for pipeline in median:
             m = median[pipeline]
             lines.append(
                 f"| {result['case']} | {millions:.1f}M | {pipeline} | {m['wall_s']:.2f} | {m['peak_mib']:.0f} |"
             )
-        wall = {p: median[p]["wall_s"] for p in PIPELINES}
-        peak = {p: median[p]["peak_mib"] for p in PIPELINES}
+        wall = {p: median[p]["wall_s"] for p in median}
+        peak = {p: median[p]["peak_mib"] for p in median}
+        seed = (f"{wall['command'] / wall['seed']:.2f} | {peak['command'] / peak['seed']:.2f}" if "seed" in median
+                else "- | -")  # fmt: skip
         ratios.append(
-            f"| {result['case']} | {wall['command'] / wall['seed']:.2f} | {peak['command'] / peak['seed']:.2f} "
-            f"| {wall['core'] / wall['floor']:.2f} | {peak['core'] / peak['floor']:.2f} |"
+            f"| {result['case']} | {seed} | {wall['core'] / wall['floor']:.2f} | {peak['core'] / peak['floor']:.2f} |"
         )
     return "\n".join(lines) + "\n\n" + "\n".join(ratios)
 
@@ -101,14 +109,15 @@ def table(results: list[dict[str, object]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per pipeline and case (median)")
-    parser.add_argument("--cases", nargs="*", default=[c.name for c in CASES], help="e.g. ast-base s3prl-large")
+    parser.add_argument("--cases", nargs="*", default=None, help="e.g. ast-base s3prl-large (default: every case)")
     parser.add_argument("--work", type=Path, default=HERE.parent / ".bench", help="where the inputs are built")
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     fresh = []
-    for case in CASES:
-        if case.name in args.cases:
+    every = cases()
+    for case in every:
+        if args.cases is None or case.name in args.cases:
             print(f"{case.name}: building inputs (once) and running {args.runs} x {len(PIPELINES)}", file=sys.stderr)
             fresh.append(run_case(case, args.work.absolute(), args.runs))
     print(table(fresh))
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = json.loads(args.results.read_text()) if args.results.exists() else []
     measured = {r["case"] for r in fresh}
     merged = [r for r in kept if r["case"] not in measured] + fresh
-    order = [c.name for c in CASES]
+    order = [c.name for c in every]
     args.results.write_text(json.dumps(sorted(merged, key=lambda r: order.index(r["case"])), indent=1))
     return 0
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -90,15 +90,36 @@ class Converter:
     requires: tuple[Requirement, ...] = ()  # the reference implementation's packages
     ignore_warnings: tuple[str, ...] = ()  # -W filters for its checks' session
     validate: str | None = None  # "module:function" taking the options: refusals the command can make up front
+    example: Example | str | None = None  # synthetic inputs ("module:OBJECT"), for the demo, the bench, the tests
 
     def conversion_class(self) -> type[Conversion]:
         return self.conversion if isinstance(self.conversion, type) else _load(self.conversion)
+
+    def examples(self) -> Example:
+        if self.example is None:
+            raise LookupError(f"converter {self.name!r} has no example")
+        return _load(self.example) if isinstance(self.example, str) else self.example
 
     def main(self, argv: list[str] | None = None) -> int:
         """The command: what its console script runs."""
         from converters.cli import run
 
         return run(self, argv)
+
+
+class Example(Protocol):
+    """Synthetic inputs of a format, built through the original implementation's own code, every weight drawn
+    anew: what the demo converts, the benchmark times and the contract tests break."""
+
+    sizes: tuple[str, ...]  # "tiny" first, then larger ones
+
+    def build(self, directory: Path, size: str) -> dict[str, Any]:
+        """Write the inputs into ``directory``; return the options (by dest) that convert them, the output aside."""
+        ...
+
+    def rewrite(self, source: Path, destination: Path, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Save ``source`` again as ``destination``, its entries (by the names the mapping sees) ``change``d."""
+        ...
 
 
 def _load(reference: str) -> Any:

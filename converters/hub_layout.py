@@ -33,18 +33,21 @@ def assign_serialized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> set
     """Copy serialized-layout tensors into a model built in memory, whatever its in-memory names.
 
     The renames between the two layouts keep tensor identity, so each serialized name is matched to
-    its parameter by identity. Returns the in-memory names of the parameters that were not given.
+    its parameter by identity; a tied parameter (one tensor under several names) is given by any of them.
+    Returns the in-memory names of the parameters that were not given.
     """
     state = model.state_dict(keep_vars=True)
-    by_identity = {id(tensor): name for name, tensor in state.items()}
+    names: dict[int, list[str]] = {}
+    for name, tensor in state.items():
+        names.setdefault(id(tensor), []).append(name)
     serialized = serialized_state(model, keep_vars=True)
     unassigned = set(state)
     for key, tensor in tensors.items():
         if key not in serialized:
             raise KeyError(f"{key} is not a serialized key of {type(model).__name__}")
-        name = by_identity[id(serialized[key])]
-        state[name].copy_(tensor)
-        unassigned.discard(name)
+        held = names[id(serialized[key])]
+        state[held[0]].copy_(tensor)
+        unassigned.difference_update(held)
     return unassigned
 
 

@@ -20,9 +20,9 @@ from transformers import ASTForAudioClassification
 from converters.ast.config import Backbone
 from converters.ast.convert import Converted, convert, write
 from converters.ast.divergence import ATOL, HEAD_NOTE, RTOL, hf_layers, locate_divergence
+from converters.ast.example import original_model, original_state_dict
 from converters.ast.original import OriginalAST, load_original
 from converters.ast.variants import BY_NAME
-from fixtures.ast_checkpoints import original_model, original_state_dict
 from fixtures.inputs import speech_features
 
 SPEECH_COMMANDS = BY_NAME["ast-finetuned-speech-commands-v2"]  # 128 frames: the cheapest variant to run

@@ -19,15 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from converters.ast.convert import convert
+from converters.ast.example import original_model, original_state_dict
 from converters.ast.mapping import AST_MAPPING
 from converters.ast.variants import BY_NAME
 from converters.errors import ConversionError
 from converters.mapping import KeyMapping
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import convert_head, read_config
+from converters.s3prl.example import ALL_CASES, TINY, S3PRLCase, runner_checkpoint
 from converters.safe_load import as_state_dict
-from fixtures.ast_checkpoints import original_model, original_state_dict
-from fixtures.s3prl_checkpoints import ALL_CASES, TINY, S3PRLCase, runner_checkpoint
 
 TENTEN = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
 # Examples per test come from the profile: 120 in the fast suite, 2000 with HYPOTHESIS_PROFILE=deep.

@@ -9,11 +9,11 @@ from transformers import ASTConfig, ASTForAudioClassification
 
 from converters.ast.config import Backbone
 from converters.ast.convert import target_spec
+from converters.ast.example import original_state_dict, randomize_
 from converters.ast.mapping import AST_MAPPING
 from converters.ast.original import OriginalAST
 from converters.hub_layout import load_serialized
 from converters.mapping import Concat, Split
-from fixtures.ast_checkpoints import original_state_dict, randomize_
 
 depths = st.integers(min_value=1, max_value=24)
 

@@ -35,10 +35,7 @@ from converters.s3prl.convert import (
 from converters.s3prl.converter import CONVERTER
 from converters.s3prl.converter import validate as validate_up_front
 from converters.s3prl.derive import base_config
-from converters.s3prl.families import FAMILIES, Head
-from fixtures import commands
-from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
-from fixtures.s3prl_checkpoints import (
+from converters.s3prl.example import (
     ALL_CASES,
     STABLE_CASES,
     TINY,
@@ -46,6 +43,9 @@ from fixtures.s3prl_checkpoints import (
     runner_checkpoint,
     write_classifier_config,
 )
+from converters.s3prl.families import FAMILIES, Head
+from fixtures import commands
+from fixtures.commands import OUTPUT_FILES, CodeCarrier, assert_refused
 
 WAV2VEC2, WAVLM = FAMILIES[0], FAMILIES[1]
 

@@ -1,7 +1,7 @@
 """The classifier config derived from a runner checkpoint and its base model, and a given one checked against it.
 
 Checkpoints are built from s3prl's own modules with ``Args`` and ``Config`` as s3prl's runner writes them
-(fixtures/s3prl_checkpoints.py); the hand-written configs are what a user wrote for the seed script.
+(converters/s3prl/example.py); the hand-written configs are what a user wrote for the seed script.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from converters.errors import ConversionError
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import target_for
 from converters.s3prl.derive import BASE_FIELDS, TIE, derive, disagreements, read_labels
-from converters.s3prl.families import FAMILIES, Head
-from converters.s3prl.tasks import STATIC_CLASSES, TASK_HEADS, UTTERANCE_TASKS
-from fixtures.s3prl_checkpoints import (
+from converters.s3prl.example import (
     ALL_CASES,
     FINAL_NORM_CASES,
     TINY,
@@ -32,6 +30,8 @@ from fixtures.s3prl_checkpoints import (
     classifier_config,
     runner_checkpoint,
 )
+from converters.s3prl.families import FAMILIES, Head
+from converters.s3prl.tasks import STATIC_CLASSES, TASK_HEADS, UTTERANCE_TASKS
 
 WAV2VEC2 = FAMILIES[0]
 HUBERT = next(family for family in FAMILIES if family.name == "Hubert")
@@ -271,3 +271,27 @@ def test_each_utterance_task_builds_the_projector_and_model_cls_head(task: str) 
     source = ast.unparse(ast.parse(s3prl_source(f"downstream.{task}.expert")))
     assert "self.projector = nn.Linear(upstream_dim, self.modelrc['projector_dim'])" in source
     assert "self.model = model_cls(input_dim=self.modelrc['projector_dim'], output_dim=" in source
+
+
+def test_no_featurizer_weights_where_args_ask_for_a_weighted_sum_is_a_missing_tensor(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    """Not a one-layer head: s3prl's runner would not load it either."""
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY)
+    del checkpoint["Featurizer"]["weights"]
+    path = saved(tmp_path / "states.ckpt", checkpoint)
+    with pytest.raises(ConversionError, match=rf"^Featurizer.weights is missing in {re.escape(str(path))}: its Args"):
+        derive(read(path), case.base)
+
+
+def test_without_args_or_featurizer_weights_the_layer_is_the_given_configs(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE, weighted=False)
+    checkpoint = runner_checkpoint(case.base, WAV2VEC2, Head.SEQUENCE, TINY, weighted=False)
+    del checkpoint["Args"]
+    path = saved(tmp_path / "states.ckpt", checkpoint)
+    with pytest.raises(ConversionError, match=r"has neither Featurizer\.weights nor Args: .* pass --config_path"):
+        derive(read(path), case.base)
+    assert target_for(read(path), case.base, case.config).config.use_weighted_layer_sum is False

@@ -11,9 +11,9 @@ import torch
 
 from converters.s3prl.convert import feature_extractor
 from converters.s3prl.equivalence import ATOL, compare_with_s3prl
+from converters.s3prl.example import STABLE_CASES, S3PRLCase
 from converters.s3prl.families import Head
 from fixtures.golden_files import s3prl_name
-from fixtures.s3prl_checkpoints import STABLE_CASES, S3PRLCase
 from tests.test_s3prl_equivalence import CASES, converted, waveforms
 
 # The goldens are shared by the transformers 4.57 and 5.x environments: a written model of either major

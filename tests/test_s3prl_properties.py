@@ -9,11 +9,11 @@ from s3prl.downstream.sv_voxceleb1.model import TDNN
 from transformers import Wav2Vec2Config
 from transformers.models.wav2vec2.modeling_wav2vec2 import TDNNLayer
 
+from converters.randomize import randomize_
 from converters.s3prl.convert import Target, expected_sources, head_spec
+from converters.s3prl.example import Size, classifier_config, s3prl_expert
 from converters.s3prl.families import FAMILIES, Head
 from converters.s3prl.mapping import head_mapping
-from fixtures.randomize import randomize_
-from fixtures.s3prl_checkpoints import Size, classifier_config, s3prl_expert
 
 
 @settings(max_examples=60, deadline=None)

@@ -19,14 +19,14 @@ from converters.errors import ConversionError
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import build_model, convert_head, feature_extractor, target_for
 from converters.s3prl.equivalence import compare_with_s3prl
-from converters.s3prl.families import FinalNorm
-from fixtures.inputs import speech
-from fixtures.s3prl_checkpoints import (
+from converters.s3prl.example import (
     ALL_CASES,
     TINY,
     write_base_model,
     write_runner_checkpoint,
 )
+from converters.s3prl.families import FinalNorm
+from fixtures.inputs import speech
 
 
 def worst(directory: Path, family: object, head: object, stable: bool, weighted: bool) -> str:

@@ -46,5 +46,6 @@ CONVERTER = Converter(
     # transformers' kaldi mel bank warns about an empty filter on every 128-bin extractor
     ignore_warnings=("ignore:At least one mel filter has all zero values:UserWarning",),
     validate="converters.ast.converter:validate",
+    example="converters.ast.example:EXAMPLE",
 )
 main = CONVERTER.main

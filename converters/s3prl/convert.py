@@ -57,7 +57,7 @@ def target_for(
     """The classifier config the checkpoint implies on ``base``; a given config must agree with it in every
     field that changes what the model computes (each disagreement is named), and is then used as written,
     with the fields only the derivation knows (label names it lacks, the tie flag) filled in."""
-    derived = derive(checkpoint, base, labels_path)
+    derived = derive(checkpoint, base, labels_path, config_given=config_path is not None)
     if config_path is None:
         return Target(derived.family, derived.head, derived.config, derived.fields)
     given = read_config(config_path)

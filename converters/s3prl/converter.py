@@ -62,5 +62,6 @@ CONVERTER = Converter(
         "ignore:Support for mismatched key_padding_mask and attn_mask:UserWarning",
     ),
     validate="converters.s3prl.converter:validate",
+    example="converters.s3prl.example:EXAMPLE",
 )
 main = CONVERTER.main

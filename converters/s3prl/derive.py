@@ -225,8 +225,39 @@ def label_field(checkpoint: S3PRLCheckpoint, num_labels: int, labels: Sequence[s
     return Field("id2label", [f"LABEL_{i}" for i in range(num_labels)], "no names in the checkpoint (LABEL_i)")
 
 
-def derive(checkpoint: S3PRLCheckpoint, base: Path, labels_path: Path | None = None) -> Derived:
-    """The classifier config for ``checkpoint`` on the base model in ``base``."""
+def layer_sum(checkpoint: S3PRLCheckpoint, config_given: bool) -> Field:
+    """A weighted sum where the Featurizer saved weights; else the one layer the runner was told to read.
+
+    No weights where ``Args`` ask for a weighted sum is a checkpoint missing a tensor, not a one-layer head;
+    no weights and no ``Args`` leave the layer unknown, unless a given config says.
+    """
+    weights = checkpoint.featurizer.get("weights")
+    if weights is not None:
+        return Field("use_weighted_layer_sum", True, f"Featurizer.weights ({weights.numel()} layer weights)")
+    layer = checkpoint.args.get("upstream_layer_selection")
+    if layer is not None:
+        return Field("use_weighted_layer_sum", False, f"no Featurizer.weights (Args.upstream_layer_selection {layer})")
+    if checkpoint.args.get("upstream_feature_selection") == "last_hidden_state":
+        return Field("use_weighted_layer_sum", False,
+                     "no Featurizer.weights (Args.upstream_feature_selection 'last_hidden_state')")  # fmt: skip
+    if checkpoint.args:
+        raise ConversionError(
+            f"Featurizer.weights is missing in {checkpoint.path}: its Args train a weighted sum over every hidden "
+            f"state (upstream_layer_selection None)"
+        )
+    if config_given:
+        return Field("use_weighted_layer_sum", False, "no Featurizer.weights and no Args: one layer, as the config")
+    raise ConversionError(
+        f"{checkpoint.path} has neither Featurizer.weights nor Args: the hidden state its head was trained on is "
+        f"unknown; pass --config_path (use_weighted_layer_sum false: the last layer)"
+    )
+
+
+def derive(
+    checkpoint: S3PRLCheckpoint, base: Path, labels_path: Path | None = None, config_given: bool = False
+) -> Derived:
+    """The classifier config for ``checkpoint`` on the base model in ``base`` (``config_given``: a hand-written
+    config will be checked against it, and decides what the checkpoint leaves open)."""
     family, config = base_config(base)
     head, head_source = head_of(checkpoint)
     if head not in family.heads:
@@ -241,14 +272,8 @@ def derive(checkpoint: S3PRLCheckpoint, base: Path, labels_path: Path | None = N
               f"{head_source.source} -> {head.name.lower()} head; base model model_type {config.model_type!r}"),
         *head_fields(checkpoint, head),
     ]  # fmt: skip
-    weights = checkpoint.featurizer.get("weights")
-    weighted = weights is not None
-    layer = checkpoint.args.get("upstream_layer_selection")
-    fields.append(
-        Field("use_weighted_layer_sum", True, f"Featurizer.weights ({weights.numel()} layer weights)")
-        if weights is not None
-        else Field("use_weighted_layer_sum", False, f"no Featurizer.weights (Args.upstream_layer_selection {layer})")
-    )
+    fields.append(layer_sum(checkpoint, config_given))
+    weighted = bool(fields[-1].value)
     num_labels = next(f.value for f in fields if f.name == "num_labels")
     labels = read_labels(labels_path) if labels_path is not None else None
     fields.append(label_field(checkpoint, num_labels, labels, labels_path))
