@@ -19,9 +19,9 @@ from transformers import ASTForAudioClassification
 
 from converters.ast.config import Backbone
 from converters.ast.convert import Converted, convert, write
-from converters.ast.divergence import ATOL, HEAD_NOTE, RTOL, hf_layers, locate_divergence
 from converters.ast.example import original_model, original_state_dict
 from converters.ast.original import OriginalAST, load_original
+from converters.ast.stages import ATOL, HEAD_NOTE, RTOL, hf_layers, locate_divergence
 from converters.ast.variants import BY_NAME
 from fixtures.inputs import speech_features
 

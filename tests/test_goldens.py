@@ -8,6 +8,15 @@ import pytest
 from fixtures.golden_files import GOLDENS, expected_goldens, read_sidecar
 
 
+def test_every_golden_belongs_to_a_registered_converter() -> None:
+    from converters import registry
+    from fixtures.golden_files import GOLDENS_OF
+
+    assert set(GOLDENS_OF) <= set(registry.names())
+    for converter, names in GOLDENS_OF.items():
+        assert all(name.startswith(f"{converter}_") for name in names()), converter
+
+
 def test_every_golden_file_is_used() -> None:
     on_disk = {path.stem for path in GOLDENS.iterdir() if path.suffix in (".npz", ".txt")}
     stale = sorted(on_disk - expected_goldens())

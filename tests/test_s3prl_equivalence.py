@@ -19,10 +19,10 @@ import torch
 from converters.audio import probe_signal
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import Target, base_attribute, build_model, convert_head, feature_extractor, target_for
-from converters.s3prl.equivalence import ATOL, compare_with_s3prl, s3prl_expert
 from converters.s3prl.example import ALL_CASES, FINAL_NORM_CASES, LARGE, SUPERB, TINY, S3PRLCase
 from converters.s3prl.families import FAMILIES, Head
 from converters.s3prl.original import featurizer, select
+from converters.s3prl.stages import ATOL, compare_with_s3prl, s3prl_expert
 from converters.s3prl.tasks import XVECTOR_DILATIONS, XVECTOR_KERNELS
 from fixtures.inputs import speech
 from fixtures.transformers_versions import gates

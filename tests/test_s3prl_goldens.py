@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from converters.s3prl.convert import feature_extractor
-from converters.s3prl.equivalence import ATOL, compare_with_s3prl
 from converters.s3prl.example import STABLE_CASES, S3PRLCase
 from converters.s3prl.families import Head
+from converters.s3prl.stages import ATOL, compare_with_s3prl
 from fixtures.golden_files import s3prl_name
 from tests.test_s3prl_equivalence import CASES, converted, waveforms
 

@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import feature_extractor, target_for
-from converters.s3prl.equivalence import compare_with_s3prl
 from converters.s3prl.example import S3PRLCase
 from converters.s3prl.families import FAMILIES, Head
+from converters.s3prl.stages import compare_with_s3prl
 from fixtures import commands
 from fixtures.transformers_versions import MAJOR
 from tests.test_s3prl_equivalence import waveforms

@@ -18,7 +18,6 @@ from converters.audio import probe_signal
 from converters.errors import ConversionError
 from converters.s3prl.checkpoint import read
 from converters.s3prl.convert import build_model, convert_head, feature_extractor, target_for
-from converters.s3prl.equivalence import compare_with_s3prl
 from converters.s3prl.example import (
     ALL_CASES,
     TINY,
@@ -26,6 +25,7 @@ from converters.s3prl.example import (
     write_runner_checkpoint,
 )
 from converters.s3prl.families import FinalNorm
+from converters.s3prl.stages import compare_with_s3prl
 from fixtures.inputs import speech
 
 

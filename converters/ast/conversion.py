@@ -16,8 +16,8 @@ from transformers import ASTForAudioClassification
 from converters.ast import convert as ast_convert
 from converters.ast.config import backbone_of, feature_extractor, hf_config
 from converters.ast.convert import target_spec, write_files
-from converters.ast.divergence import locate_divergence
 from converters.ast.original import load_original
+from converters.ast.stages import locate_divergence
 from converters.ast.variants import AUDIOSET_SAMPLE, Variant, variant
 from converters.audio import probe_signal, read_audio
 from converters.contract import Comparison, Conversion, Source, Target

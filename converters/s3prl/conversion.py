@@ -63,7 +63,7 @@ class S3PRLConversion(Conversion):
 
     def compare(self, model: nn.Module, reference: S3PRLCheckpoint, target: Target) -> Comparison:
         from converters.audio import probe_signal
-        from converters.s3prl.equivalence import compare_with_s3prl
+        from converters.s3prl.stages import compare_with_s3prl
 
         waveforms = [probe_signal(seconds, seed=seed) for seconds, seed in PROBES]
         extractor = feature_extractor(self.staging)
