@@ -179,10 +179,10 @@ MAPPING = KeyMapping(
 
 
 def target_config(encoder_layers: int, decoder_layers: int) -> WhisperConfig:
-    sizes = {"encoder_layers": encoder_layers, "decoder_layers": decoder_layers, "encoder_attention_heads": HEADS,
+    sizes: dict[str, Any] = {"encoder_layers": encoder_layers, "decoder_layers": decoder_layers, "encoder_attention_heads": HEADS,
              "decoder_attention_heads": HEADS, "encoder_ffn_dim": 2 * WIDTH, "decoder_ffn_dim": 2 * WIDTH,
              "max_source_positions": FRAMES // 2, "max_target_positions": TOKENS}  # fmt: skip
-    tokens = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1}
+    tokens: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1}
     return WhisperConfig(
         vocab_size=VOCAB, num_mel_bins=MELS, d_model=WIDTH, dropout=0.0, attention_dropout=0.0,
         activation_dropout=0.0, architectures=["WhisperForConditionalGeneration"], **sizes, **tokens,
