@@ -179,9 +179,11 @@ MAPPING = KeyMapping(
 
 
 def target_config(encoder_layers: int, decoder_layers: int) -> WhisperConfig:
-    sizes: dict[str, Any] = {"encoder_layers": encoder_layers, "decoder_layers": decoder_layers, "encoder_attention_heads": HEADS,
-             "decoder_attention_heads": HEADS, "encoder_ffn_dim": 2 * WIDTH, "decoder_ffn_dim": 2 * WIDTH,
-             "max_source_positions": FRAMES // 2, "max_target_positions": TOKENS}  # fmt: skip
+    sizes: dict[str, Any] = {
+        "encoder_layers": encoder_layers, "decoder_layers": decoder_layers, "encoder_attention_heads": HEADS,
+        "decoder_attention_heads": HEADS, "encoder_ffn_dim": 2 * WIDTH, "decoder_ffn_dim": 2 * WIDTH,
+        "max_source_positions": FRAMES // 2, "max_target_positions": TOKENS,
+    }  # fmt: skip
     tokens: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1}
     return WhisperConfig(
         vocab_size=VOCAB, num_mel_bins=MELS, d_model=WIDTH, dropout=0.0, attention_dropout=0.0,
