@@ -3,24 +3,37 @@ session on a staged output, and the output published only when every check passe
 
 ``convert-ast-checkpoint ...`` and ``convert-s3prl-checkpoint ...`` are ``Converter.main``; ``convert-checkpoint
 FORMAT ...`` reaches any registered converter, one installed later included.
+
+Exit codes: 0 the output was written; 1 refused (an input, a check, a write), nothing written; 2 a usage error
+(argparse's) or an internal error: a bug in the tool or in a reference implementation, its traceback in a log
+file whose path is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
-from collections.abc import Mapping
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from converters.contract import Converter, Role, validator
 from converters.errors import ConversionError, first_line
 
+WRITTEN, REFUSED, INTERNAL = 0, 1, 2
+
 SHARED_HELP = {
-    "--overwrite": "replace a non-empty output directory as a whole",
-    "--push_to_hub": "upload the output to this hub repository once written",
-    "--junitxml": "also write the checks' results as JUnit XML (for CI), whether or not they pass",
+    "--overwrite": "replace a non-empty output directory as a whole (default: refuse one)",
+    "--push_to_hub": "upload the output to this hub repository once written (default: none)",
+    "--junitxml": "also write the checks' results as JUnit XML (for CI), whether or not they pass (default: none)",
+    "--report": "also write report.md, report.json and divergence.png into this directory, for a reviewer "
+    "(default: none)",
+    "--verbose": "show pytest's own report of the checks' session (default: the table only)",
 }
 
 
@@ -39,6 +52,8 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help=SHARED_HELP["--overwrite"])
     p.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help=SHARED_HELP["--push_to_hub"])
     p.add_argument("--junitxml", metavar="PATH", type=Path, default=None, help=SHARED_HELP["--junitxml"])
+    p.add_argument("--report", metavar="DIR", type=Path, default=None, help=SHARED_HELP["--report"])
+    p.add_argument("--verbose", action="store_true", help=SHARED_HELP["--verbose"])
     return p
 
 
@@ -61,6 +76,38 @@ def check_references(converter: Converter) -> list[str]:
     return found
 
 
+def check_inputs(converter: Converter, options: Mapping[str, Any]) -> None:
+    """What the command can judge alone, before any check: each input file exists, is a file and can be read;
+    each model names a local directory or a model in the local hub cache."""
+    from converters.hub import model_directory
+
+    for option in converter.options:
+        value = options.get(option.dest)
+        if value is None:
+            continue
+        if option.role is Role.MODEL:
+            model_directory(str(value), what=f"{option.flag}")
+        if option.role not in (Role.SOURCE, Role.INPUT):
+            continue
+        path = Path(value)
+        if not path.exists():
+            raise ConversionError(f"{option.flag} {path}: no such file")
+        if not path.is_file():
+            raise ConversionError(f"{option.flag} {path}: not a file")
+        if not os.access(path, os.R_OK):
+            raise ConversionError(f"{option.flag} {path}: cannot be read (permission denied)")
+
+
+def check_report_dir(directory: Path | None, target: Path) -> None:
+    if directory is None:
+        return
+    directory = directory.absolute()
+    if directory.exists() and not directory.is_dir():
+        raise ConversionError(f"--report {directory}: exists and is not a directory")
+    if directory == target or target in directory.parents:
+        raise ConversionError(f"--report {directory}: inside the output directory, which is replaced as a whole")
+
+
 def checks_modules(converter: Converter) -> list[Path]:
     """The generic checks, then the converter's own (modules by name, or paths to ``.py`` files)."""
     from converters.session import GENERIC_CHECKS
@@ -80,70 +127,192 @@ def push(directory: Path, repo_id: str) -> None:
     api.upload_folder(folder_path=str(directory), repo_id=repo_id)
 
 
-def convert(converter: Converter, options: Mapping[str, Any]) -> int:
+def terminal_progress() -> Callable[[str], None] | None:
+    """A status line rewritten in place on a terminal (the check running); nothing in a log or a pipe."""
+    if not sys.stderr.isatty():
+        return None
+    fd = os.dup(sys.stderr.fileno())  # the session captures the standard streams; this bypasses it
+
+    def show(text: str) -> None:
+        columns = os.get_terminal_size(fd).columns if os.isatty(fd) else 80
+        os.write(fd, ("\r\x1b[K" + text[: columns - 1]).encode())
+
+    return show
+
+
+def log_internal_error(prog: str, argv: list[str], what: str, details: str) -> Path:
+    """The traceback of a bug, with what ran, in a log file of its own; its path for the message."""
+    from converters.report import versions
+
+    fd, name = tempfile.mkstemp(prefix=f"{prog}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as log:
+        log.write(f"{prog} {' '.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n")
+        log.write(" ".join(f"{k} {v}" for k, v in versions().items()) + "\n\n")
+        log.write(f"internal error in {what}\n\n{details}\n")
+    return Path(name)
+
+
+class Run:
+    """One command run: its options, what happened, and the message it ends with."""
+
+    def __init__(self, converter: Converter, options: Mapping[str, Any], argv: list[str]) -> None:
+        self.converter, self.options, self.argv = converter, options, argv
+        self.prog = converter.command
+        self.target = output_of(converter, options).absolute()
+        self.result: Any = None  # the session's
+        self.notes: list[str] = []
+        self.code = REFUSED
+        self.message = ""
+
+    def refuse(self, cause: str) -> None:
+        self.code, self.message = REFUSED, f"{self.prog}: error: {cause}; nothing was written"
+
+    def internal(self, what: str, cause: str, details: str, whose: str) -> None:
+        log = log_internal_error(self.prog, self.argv, what, details)
+        self.code = INTERNAL
+        self.message = (
+            f"{self.prog}: internal error in {what}: {cause}; nothing was written. This is a bug in {whose}, not a "
+            f"fault of your files; the traceback is in {log}"
+        )
+
+    def session(self, staging: Path, references: list[str]) -> None:
+        from converters.safe_load import SafeLoader
+        from converters.session import run_checks
+
+        converter = self.converter
+        conversion = converter.conversion_class()(self.options, staging, converter, SafeLoader(remember=True))
+        self.result = result = run_checks(
+            checks_modules(converter),
+            conversion,
+            junitxml=self.options.get("junitxml"),
+            suite=f"{converter.name} conversion",
+            ignore_warnings=converter.ignore_warnings,
+            verbose=bool(self.options.get("verbose")),
+            progress=terminal_progress(),
+        )
+        result.notes.extend(f"reference: {found}" for found in references)
+        from converters.report import wrap
+
+        print(("\n" if self.options.get("verbose") else "") + result.table())
+        if result.notes:
+            print("\n" + "\n".join(wrap(note, "      ") for note in result.notes))
+        failure = result.failure
+        if failure is not None and failure.result == "internal error":
+            raise _Internal(failure.check, failure.cause, failure.details + "\n\n" + result.output)
+        if failure is not None and failure.details:
+            print("\n" + failure.details)  # the locator's table, beneath the table of checks
+        if not result.passed:
+            raise ConversionError(result.cause)
+
+    def convert(self) -> None:
+        from converters.output import check_target, clean_stale, discard, make_staging, publish, write_fault
+
+        overwrite = bool(self.options.get("overwrite"))
+        staging: Path | None = None
+        try:
+            references = check_references(self.converter)
+            check_inputs(self.converter, self.options)
+            validate = validator(self.converter)
+            if validate is not None:
+                validate(self.options)
+            check_target(self.target, overwrite)
+            check_report_dir(self.options.get("report"), self.target)
+            clean_stale(self.target)
+            try:
+                staging = make_staging(self.target)
+            except OSError as error:
+                raise write_fault(error, "creating a staging directory in", self.target.parent) from None
+            self.session(staging, references)
+            try:
+                publish(staging, self.target, overwrite)
+            except OSError as error:
+                raise write_fault(error, "publishing the output into", self.target.parent) from None
+            staging = None
+            self.code, self.message = WRITTEN, f"{self.prog}: wrote {self.target}"
+        except ConversionError as error:
+            self.refuse(str(error))
+        except _Internal as error:
+            self.internal(f"check {error.check}", error.cause, error.details, "the tool or a reference implementation")
+        except Exception as error:  # a bug of the harness itself, outside any check
+            self.internal(self.prog, first_line(error), traceback.format_exc(), "the tool")
+        finally:
+            if staging is not None:
+                discard(staging)
+
+    def write_report(self) -> None:
+        from converters import report
+
+        directory = self.options.get("report")
+        if directory is None:
+            return
+        inputs = [
+            report.digest(Path(value))
+            for option in self.converter.options
+            if option.role in (Role.SOURCE, Role.INPUT, Role.MODEL)
+            and (value := self.options.get(option.dest)) is not None
+            and Path(value).exists()
+        ]
+        result = self.result
+        written = {WRITTEN: "written", REFUSED: "refused", INTERNAL: "internal error"}[self.code]
+        document = report.Report(
+            command=self.prog,
+            converter=self.converter.name,
+            result=written,
+            exit_code=self.code,
+            message=self.message,
+            checks=result.rows() if result is not None else [],
+            stages=report.stages_of(result.divergence) if result is not None else [],
+            notes=result.notes if result is not None else [],
+            inputs=inputs,
+            output=str(self.target) if self.code == WRITTEN else None,
+        )
+        try:
+            self.notes += report.write(document, Path(directory))
+        except OSError as error:
+            self.notes.append(f"--report: {os.strerror(error.errno or 0).lower()} while writing into {directory}")
+
+    def push(self) -> None:
+        repo_id = self.options.get("push_to_hub")
+        if not repo_id or self.code != WRITTEN:
+            return
+        try:
+            push(self.target, repo_id)
+        except Exception as error:  # network, auth, hub-side refusals: all end the same way here
+            self.code = REFUSED
+            self.message = f"{self.prog}: error: {self.target} was written, but pushing it to {repo_id} failed: " + (
+                first_line(error)
+            )
+            return
+        self.message += f"\n{self.prog}: pushed {self.target} to {repo_id}"
+
+
+class _Internal(Exception):
+    def __init__(self, check: str, cause: str, details: str) -> None:
+        super().__init__(cause)
+        self.check, self.cause, self.details = check, cause, details
+
+
+def convert(converter: Converter, options: Mapping[str, Any], argv: list[str] | None = None) -> int:
     """Run the checks on a conversion staged beside the output; publish it only if all passed.
 
     Returns the exit code: 0 if and only if the output was written (and pushed, when asked).
     """
-    from converters.output import check_target, clean_stale, discard, make_staging, publish
+    from converters.report import wrap
 
-    prog = converter.command
-    target = output_of(converter, options).absolute()
-    staging: Path | None = None
-    try:
-        references = check_references(converter)
-        validate = validator(converter)
-        if validate is not None:
-            validate(options)
-        check_target(target, options.get("overwrite", False))
-        clean_stale(target)
-        staging = make_staging(target)
-        result = run_session(converter, options, staging, references)
-        if not result.passed:
-            raise ConversionError(result.cause)
-        publish(staging, target, options.get("overwrite", False))
-        staging = None
-        print(f"{prog}: wrote {target}")
-    except ConversionError as error:
-        print(f"{prog}: error: {error}; nothing was written", file=sys.stderr)
-        return 1
-    finally:
-        if staging is not None:
-            discard(staging)
-    repo_id = options.get("push_to_hub")
-    if repo_id:
-        try:
-            push(target, repo_id)
-        except Exception as error:  # network, auth, hub-side refusals: all end the same way here
-            print(f"{prog}: error: {target} was written, but pushing it to {repo_id} failed: {first_line(error)}",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-        print(f"{prog}: pushed {target} to {repo_id}")
-    return 0
-
-
-def run_session(converter: Converter, options: Mapping[str, Any], staging: Path, references: list[str]) -> Any:
-    from converters.safe_load import SafeLoader
-    from converters.session import run_checks
-
-    conversion = converter.conversion_class()(options, staging, converter, SafeLoader(remember=True))
-    result = run_checks(
-        checks_modules(converter),
-        conversion,
-        junitxml=options.get("junitxml"),
-        suite=f"{converter.name} conversion",
-        ignore_warnings=converter.ignore_warnings,
-    )
-    result.notes.extend(f"reference: {found}" for found in references)
-    print("\n" + result.table())
-    if result.notes:
-        print("\n" + "\n".join(result.notes))
-    return result
+    run_ = Run(converter, options, argv or [])
+    run_.convert()
+    run_.write_report()
+    run_.push()
+    for note in run_.notes:
+        print(wrap(note), file=sys.stderr)
+    print(wrap(run_.message), file=sys.stdout if run_.code == WRITTEN else sys.stderr)
+    return run_.code
 
 
 def run(converter: Converter, argv: list[str] | None = None) -> int:
     """A converter's command: parse its options, convert."""
-    return convert(converter, vars(parser(converter).parse_args(argv)))
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    return convert(converter, vars(parser(converter).parse_args(arguments)), arguments)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,14 +86,21 @@ class Divergence:
         )
 
     def table(self) -> str:
+        """Every stage's difference beside its tolerance, the first divergence marked; notes (why a tolerance
+        differs by design) numbered below, so that no row runs wide."""
         rows = [("stage", "largest difference", "tolerance", "")]
         first = self.first
+        notes: list[str] = []
         for stage in self.stages:
-            mark = "<- first divergence" if stage is first else stage.note
-            rows.append((stage.stage, f"{stage.difference:.3g}", f"{stage.tolerance:.3g}", mark))
+            marks = ["<- first divergence"] if stage is first else []
+            if stage.note:
+                notes.append(stage.note)
+                marks.append(f"[{len(notes)}]")
+            rows.append((stage.stage, f"{stage.difference:.3g}", f"{stage.tolerance:.3g}", " ".join(marks)))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[3]]).rstrip()
-                         for row in rows)  # fmt: skip
+        lines = ["  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[3]]).rstrip()
+                 for row in rows]  # fmt: skip
+        return "\n".join(lines + ([""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)] if notes else []))
 
 
 class _Recorder:

@@ -14,11 +14,12 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from converters.errors import ConversionError
+
+if TYPE_CHECKING:
+    import torch
 
 STAGING_PREFIX = ".staging-"
 RETIRED_PREFIX = ".retired-"
@@ -30,7 +31,22 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
     The qkv chunks are disjoint views of one tensor, which safetensors writes as they are; only a view
     that is not contiguous (a split along a later dimension) is copied.
     """
+    from safetensors.torch import save_file  # torch: only when there is something to write
+
     save_file({key: tensor.contiguous() for key, tensor in tensors.items()}, str(path), metadata={"format": "pt"})
+
+
+def write_fault(error: OSError, doing: str, directory: Path) -> ConversionError:
+    """An OSError while writing, as a refusal naming the cause and the file: ``no space left on device while
+    writing model.safetensors into DIR``. The file is the error's own, else the newest one in ``directory``
+    (the one being written when the write failed)."""
+    cause = os.strerror(error.errno).lower() if error.errno else str(error)
+    named = Path(error.filename).name if error.filename else None
+    if named is None and directory.is_dir():
+        files = sorted((p for p in directory.iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
+        named = files[-1].name if files else None
+    what = f"writing {named} into {directory}" if named else f"{doing} {directory}"
+    return ConversionError(f"{cause} while {what}")
 
 
 def check_target(target: Path, overwrite: bool) -> None:

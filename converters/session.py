@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import os
 import sys
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -24,6 +25,7 @@ import pytest
 
 from converters.contract import Comparison, Conversion, Source, Target
 from converters.errors import ConversionError
+from converters.output import write_fault
 
 PASSED, FAILED, SKIPPED, NOT_RUN, INTERNAL = "passed", "failed", "skipped", "not run", "internal error"
 
@@ -35,7 +37,7 @@ class Outcome:
     cause: str = ""  # failed: why; skipped: the reason; not run: the check it needs; internal error: the error
     difference: float | None = None
     tolerance: float | None = None
-    details: str = ""  # what the cause line leaves out: a locator table, an internal error's traceback
+    details: str = ""  # a failure's whole text beyond its cause line (a locator's table); a bug's traceback
 
 
 @dataclass
@@ -43,6 +45,8 @@ class SessionResult:
     exit_code: int
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the checks say beside their results
+    divergence: Any = None  # the locator's stages, where the comparison located them
+    output: str = ""  # pytest's own report of the session (shown with --verbose; kept for a bug's log)
 
     @property
     def internal(self) -> Outcome | None:
@@ -58,29 +62,29 @@ class SessionResult:
         )
 
     @property
+    def failure(self) -> Outcome | None:
+        """The first check that failed or broke: the one the result line names."""
+        return next((o for o in self.outcomes if o.result in (FAILED, INTERNAL)), None)
+
+    @property
     def cause(self) -> str:
         """The first failing check's one-line cause, or why the session did not pass."""
-        for outcome in self.outcomes:
-            if outcome.result in (FAILED, INTERNAL):
-                return f"check {outcome.check} failed: {outcome.cause}"
+        failure = self.failure
+        if failure is not None:
+            return f"check {failure.check} failed: {failure.cause}"
         return f"the check session ended with pytest exit code {self.exit_code}"
 
+    def rows(self) -> list[Any]:
+        from converters.report import Row
+
+        return [Row(o.check, o.result, o.cause, o.difference, o.tolerance) for o in self.outcomes]
+
     def table(self) -> str:
-        rows = [("check", "result", "largest difference", "tolerance")]
-        for o in self.outcomes:
-            shown = o.result + (f" ({o.cause})" if o.result in (SKIPPED, NOT_RUN) else "")
-            rows.append(
-                (
-                    o.check,
-                    shown,
-                    "" if o.difference is None else f"{o.difference:.3g}",
-                    "" if o.tolerance is None else f"{o.tolerance:.0e}",
-                )
-            )
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, [*widths, 0], strict=True)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in [*widths, len("tolerance")]))
-        return "\n".join(lines)
+        """The checks, each cause said once: the first failure's is the result line's, the others numbered."""
+        from converters.report import checks_table
+
+        failure = self.failure
+        return checks_table(self.rows(), said_below=failure.check if failure is not None else None)
 
 
 def _one_line(longrepr: Any) -> str:
@@ -217,7 +221,10 @@ def staged(
     from converters.hub_layout import digests
 
     require(request, WRITING)
-    written = conversion.write(source, target, converted, conversion.staging)
+    try:
+        written = conversion.write(source, target, converted, conversion.staging)
+    except OSError as error:  # a full disk, an unwritable directory: the cause, not a traceback
+        raise write_fault(error, "writing into", conversion.staging) from None
     tied = frozenset(mapping.tied_keys(mapping.depths(source.tensors)))
     mapped = {key: tensor.to(written[key].dtype) for key, tensor in converted.items() if key in written}
     return Staged(digests(written), digests(mapped), tied)
@@ -244,8 +251,12 @@ def reloaded(
 
 
 @pytest.fixture(scope="session")
-def comparison(conversion: Conversion, target: Target, reloaded: tuple[Any, Any], reference: Any) -> Comparison:
-    return conversion.compare(reloaded[0], reference, target)
+def comparison(
+    request: pytest.FixtureRequest, conversion: Conversion, target: Target, reloaded: tuple[Any, Any], reference: Any
+) -> Comparison:
+    found = conversion.compare(reloaded[0], reference, target)
+    request.config.stash[PLUGIN].divergence = found.divergence  # for the report
+    return found
 
 
 # -- the plugin -----------------------------------------------------------------------------------------------------
@@ -259,8 +270,10 @@ def check_order(item: pytest.Item) -> float:
 class ConversionPlugin:
     """Carries a conversion into its checks, orders them, and records what they found."""
 
-    def __init__(self, conversion: Any) -> None:
+    def __init__(self, conversion: Any, progress: Callable[[str], None] | None = None) -> None:
         self.conversion = conversion
+        self.progress = progress  # told each check's name as it starts, and "" at the end
+        self.divergence: Any = None
         self.outcomes: dict[str, Outcome] = {}
         self.measured: dict[str, tuple[float, float]] = {}
         self.notes: list[str] = []
@@ -274,6 +287,15 @@ class ConversionPlugin:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         items.sort(key=check_order)  # stable: definition order within an order number
         self.order = {item.name: check_order(item) for item in items}
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.progress is not None:
+            done = len(self.outcomes)
+            self.progress(f"checking {done + 1}/{len(self.order)}: {nodeid.split('::')[-1]}")
+
+    def pytest_sessionfinish(self) -> None:
+        if self.progress is not None:
+            self.progress("")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -301,7 +323,10 @@ class ConversionPlugin:
                 report.user_properties.append(("not_run", first))
         if excinfo.errisinstance(ConversionError):  # a refusal: its cause, not a traceback
             report.longrepr = str(error)
-        report.user_properties.append(("kind", _kind(excinfo)))
+        kind = _kind(excinfo)
+        report.user_properties.append(("kind", kind))
+        if kind == FAILED:
+            report.user_properties.append(("message", str(getattr(error, "msg", error))))
         return report
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
@@ -324,7 +349,10 @@ class ConversionPlugin:
             outcome = Outcome(name, SKIPPED, _one_line(report.longrepr))
         else:
             kind = str(properties.get("kind", FAILED))
-            outcome = Outcome(name, kind, _one_line(report.longrepr), details=str(report.longrepr))
+            cause = _one_line(report.longrepr)
+            message = str(properties.get("message", ""))
+            beyond = message.split("\n", 1)[1].strip("\n") if "\n" in message else ""
+            outcome = Outcome(name, kind, cause, details=str(report.longrepr) if kind == INTERNAL else beyond)
         if name in self.measured:
             outcome.difference, outcome.tolerance = self.measured[name]
         self.outcomes[name] = outcome
@@ -372,17 +400,20 @@ def run_checks(
     junitxml: Path | None = None,
     suite: str = "conversion",
     ignore_warnings: Sequence[str] = (),
+    verbose: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> SessionResult:
     """Run the checks in ``checks`` (test modules) against ``conversion`` in a pytest session of its own.
 
     ``junitxml``: also write the results there (each check a test case, its measured difference and
-    tolerance as properties), as the suite ``suite``.
+    tolerance as properties), as the suite ``suite``. ``verbose``: pytest's own report on stdout (else kept in
+    the result's ``output``); ``progress``: told each check's name as it starts.
 
     The session ignores the caller's pytest configuration (ini files, conftest.py, PYTEST_ADDOPTS): the
     checks must be the same wherever the command runs.
     """
     modules = [checks] if isinstance(checks, Path) else list(checks)
-    plugin = ConversionPlugin(conversion)
+    plugin = ConversionPlugin(conversion, progress)
     root = Path(os.path.commonpath([str(m.parent.absolute()) for m in modules]))
     args = [
         *map(str, modules),
@@ -405,7 +436,7 @@ def run_checks(
         "--import-mode=importlib",
         "-v",
         "-rsfE",
-        "--tb=short",
+        "--tb=native",  # a bug's whole traceback, for its log
         "--no-header",
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
@@ -416,7 +447,11 @@ def run_checks(
         args += [f"--junitxml={junitxml.absolute()}", "-o", f"junit_suite_name={suite}"]
     # The environment as it was comes back afterwards (patch.dict restores every key it saw changed).
     # Plugins installed beside the command (anyio, hypothesis, ...) have no place in its checks.
+    shown = io.StringIO()
     with quiet_transformers(), mock.patch.dict(os.environ, {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}):
         os.environ.pop("PYTEST_ADDOPTS", None)
-        exit_code = pytest.main(args, plugins=[plugin, sys.modules[__name__]])
-    return SessionResult(int(exit_code), list(plugin.outcomes.values()), plugin.notes)
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(shown):
+            exit_code = pytest.main(args, plugins=[plugin, sys.modules[__name__]])
+    result = SessionResult(int(exit_code), list(plugin.outcomes.values()), plugin.notes, plugin.divergence)
+    result.output = shown.getvalue()
+    return result

@@ -31,6 +31,7 @@ from converters.locator import Stage, Tap, locate
 from converters.mapping import Chunk, KeyMapping, Rename, Rule, Split, Tie, Transpose
 from converters.randomize import randomize_
 from converters.safe_load import as_state_dict
+from fixtures.commands import final_message
 from fixtures.contract_tests import ConverterContract, example_options, run
 
 MELS, WIDTH, HEADS, FRAMES, TOKENS, VOCAB = 4, 16, 2, 8, 5, 11
@@ -325,7 +326,7 @@ def test_the_locator_names_the_first_decoder_block_when_the_decoders_query_and_k
     output = tmp_path / "out"
     result = run(toy, example_options(toy, artifacts), output)
     assert result.returncode == 1, result.stdout[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
+    last = final_message(result.stderr)
     assert "first divergence at decoder block 0" in last, last
     assert "encoder block 2" in result.stdout and "<- first divergence" in result.stdout
     assert not output.exists()

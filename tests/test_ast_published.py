@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from converters.ast.variants import VARIANTS, Variant
+from fixtures.commands import check_result
 
 
 @pytest.mark.process
@@ -45,4 +46,4 @@ def test_published_slice(variant: Variant, published_dir: Path | None, tmp_path:
         text=True,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "test_logits_match_the_published_slice PASSED" in result.stdout
+    assert check_result(result.stdout, "test_logits_match_the_published_slice") == "passed"

@@ -139,7 +139,9 @@ def test_the_table_lines_up_columns_and_marks_the_first_divergence() -> None:
             "stage            largest difference  tolerance",
             "patch embedding  0                   1e-09",
             "block 0          0.25                1e-09      <- first divergence",
-            "head             0.5                 0.0001     by design: eps",
+            "head             0.5                 0.0001     [1]",
+            "",
+            "[1] by design: eps",
         ]
     )
 

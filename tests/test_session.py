@@ -21,17 +21,29 @@ def checks_module(tmp_path: Path, request: pytest.FixtureRequest, text: str) -> 
     return path
 
 
-def test_the_report_table_aligns_each_check_with_its_result_difference_and_tolerance() -> None:
+def test_the_report_table_aligns_each_check_and_says_each_reason_once_beneath_it() -> None:
+    """The first failure's cause is the result line's; every other reason is numbered under the table, once."""
     result = SessionResult(1, [Outcome("test_logits", "passed", "", 1.23456e-05, 1e-4),
                                Outcome("test_published_slice", "skipped", "no --sample_audio given"),
-                               Outcome("test_keys", "failed", "missing key 'x'")])  # fmt: skip
+                               Outcome("test_keys", "failed", "missing key 'x'"),
+                               Outcome("test_shapes", "failed", "x has shape (2,)"),
+                               Outcome("test_written", "not run", "needs test_keys"),
+                               Outcome("test_reloaded", "not run", "needs test_keys")])  # fmt: skip
     assert result.table() == "\n".join([
-        "check                 result                             largest difference  tolerance",
-        "--------------------  ---------------------------------  ------------------  ---------",
-        "test_logits           passed                             1.23e-05            1e-04",
-        "test_published_slice  skipped (no --sample_audio given)",
+        "check                 result       difference  tolerance",
+        "--------------------  -----------  ----------  ---------",
+        "test_logits           passed       1.23e-05    1e-04",
+        "test_published_slice  skipped [1]",
         "test_keys             failed",
+        "test_shapes           failed [2]",
+        "test_written          not run [3]",
+        "test_reloaded         not run [3]",
+        "",
+        "[1] no --sample_audio given",
+        "[2] x has shape (2,)",
+        "[3] needs test_keys",
     ])  # fmt: skip
+    assert result.cause == "check test_keys failed: missing key 'x'"
 
 
 OUTCOMES = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,7 @@ from converters.ast.stages import locate_divergence
 from converters.ast.variants import AUDIOSET_SAMPLE, Variant, variant
 from converters.audio import probe_signal, read_audio
 from converters.contract import Comparison, Conversion, Source, Target
+from converters.errors import ConversionError
 from converters.hub import cached_hub_file
 from converters.mapping import KeyMapping
 from converters.safe_load import as_state_dict, weights_dtype
@@ -49,10 +51,43 @@ class Reference:
     logits: dict[str, torch.Tensor]
 
 
+def variants_fitting(state: Mapping[str, torch.Tensor]) -> list[Variant]:
+    """The published variants whose patch grid and label count the checkpoint's shapes have."""
+    from converters.ast.config import NUM_MEL_BINS, PATCH
+    from converters.ast.variants import VARIANTS
+
+    rows = state["module.v.pos_embed"].shape[1] if "module.v.pos_embed" in state else None
+    labels = state["module.mlp_head.1.weight"].shape[0] if "module.mlp_head.1.weight" in state else None
+
+    def grid(v: Variant) -> int:
+        return ((NUM_MEL_BINS - PATCH) // v.stride + 1) * ((v.max_length - PATCH) // v.stride + 1) + 2
+
+    return [v for v in VARIANTS if grid(v) == rows and v.dataset.num_labels == labels]
+
+
 class ASTConversion(Conversion):
-    @cached_property
+    chosen: Variant | None = None
+
+    @property
     def variant(self) -> Variant:
-        return variant(self.options["model_name"])
+        """The variant named by ``--model_name``, or the one the checkpoint's shapes fit (set by ``target``)."""
+        if self.options.get("model_name") is not None:
+            return variant(self.options["model_name"])
+        if self.chosen is None:
+            raise RuntimeError("the variant is read off the checkpoint: ask for the target first")
+        return self.chosen
+
+    def variant_of(self, source: Source) -> Variant:
+        if self.options.get("model_name") is not None:
+            return self.variant
+        fitting = variants_fitting(source.tensors)
+        if len(fitting) != 1:
+            rows = tuple(source.tensors["module.v.pos_embed"].shape) if "module.v.pos_embed" in source.tensors else None
+            found = f"module.v.pos_embed has shape {rows}" if rows else "it has no module.v.pos_embed"
+            which = ", ".join(v.name for v in fitting) if fitting else "no published variant"
+            raise ConversionError(f"{self.where} fits {which} ({found}); name the variant with --model_name")
+        self.chosen = fitting[0]
+        return self.chosen
 
     @cached_property
     def sample_audio(self) -> Path | None:
@@ -65,9 +100,9 @@ class ASTConversion(Conversion):
         return ast_convert.AST_MAPPING  # looked up on the module: a test may replace it with a broken one
 
     def target(self, source: Source) -> Target:
+        v = self.variant_of(source)
         weights = ast_convert.AST_MAPPING.converted_sources(source.tensors)
-        config = hf_config(self.variant, backbone_of(source.tensors), weights_dtype(weights, self.where))
-        v = self.variant
+        config = hf_config(v, backbone_of(source.tensors), weights_dtype(weights, self.where))
         needs = f"{v.name} (stride {v.stride}, max_length {v.max_length}, {v.dataset.num_labels} labels)"
         return Target(ASTForAudioClassification, config, target_spec(config), needs)
 

@@ -11,7 +11,8 @@ from converters.contract import Converter, Option, Requirement, Role
 
 def validate(options: dict[str, Any]) -> None:
     """An unknown model name is refused before any check, listing the supported ones."""
-    variant(options["model_name"])
+    if options.get("model_name") is not None:
+        variant(options["model_name"])
 
 
 CONVERTER = Converter(
@@ -22,8 +23,8 @@ CONVERTER = Converter(
     options=(
         Option(
             "--model_name",
-            f"the published variant the checkpoint is of: {', '.join(BY_NAME)}",
-            default="ast-finetuned-audioset-10-10-0.4593",
+            f"the published variant the checkpoint is of: {', '.join(BY_NAME)} (default: read off the "
+            "checkpoint's shapes where only one variant has them; the four 10-10 AudioSet variants share theirs)",
             metavar="NAME",
         ),
         Option(
@@ -35,7 +36,8 @@ CONVERTER = Converter(
         Option("--pytorch_dump_folder_path", "output directory", Role.OUTPUT, required=True),
         Option(
             "--sample_audio",
-            "the 16 kHz recording the published logits were measured on; checks them when given",
+            "the 16 kHz recording the published logits were measured on; checks them when given (default: the "
+            "AudioSet sample if your local Hugging Face cache holds it, else none)",
             Role.INPUT,
         ),
     ),
