@@ -188,6 +188,11 @@ class Conversion:
         """How refusals name the source."""
         return str(self.source_path)
 
+    @property
+    def wants_stages(self) -> bool:
+        """A report was asked for: ``compare`` locates every stage even where the outputs agree."""
+        return self.options.get("report") is not None
+
     # -- the hooks: a converter implements these -------------------------------------------------------------
 
     def read(self) -> Source:

@@ -36,13 +36,23 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
     save_file({key: tensor.contiguous() for key, tensor in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
-def write_fault(error: OSError, doing: str, directory: Path) -> ConversionError:
+def os_error_of(error: BaseException) -> OSError | None:
+    """The operating system's error behind a failed write: an OSError, or safetensors' SafetensorError, which
+    carries one in its text (``I/O error: No space left on device (os error 28)``) and removes the file it was
+    writing, a model's weights."""
+    if isinstance(error, OSError):
+        return error
+    found = re.search(r"\(os error (\d+)\)", str(error)) if type(error).__name__ == "SafetensorError" else None
+    return OSError(int(found[1]), os.strerror(int(found[1])), "model.safetensors") if found else None
+
+
+def write_fault(error: OSError, doing: str, directory: Path, *, newest: bool = False) -> ConversionError:
     """An OSError while writing, as a refusal naming the cause and the file: ``no space left on device while
-    writing model.safetensors into DIR``. The file is the error's own, else the newest one in ``directory``
-    (the one being written when the write failed)."""
+    writing model.safetensors into DIR``. The file is the error's own, else (``newest``: ``directory`` holds only
+    what this conversion writes) the newest file in it, the one being written when the write failed."""
     cause = os.strerror(error.errno).lower() if error.errno else str(error)
     named = Path(error.filename).name if error.filename else None
-    if named is None and directory.is_dir():
+    if named is None and newest and directory.is_dir():
         files = sorted((p for p in directory.iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
         named = files[-1].name if files else None
     what = f"writing {named} into {directory}" if named else f"{doing} {directory}"

@@ -183,6 +183,7 @@ def plot(stages: Iterable[dict[str, Any]], path: Path, title: str) -> None:
         elif s["difference"] == 0:
             axes.annotate("0", (x, floor), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
     axes.set_yscale("log")
+    axes.set_ylim(floor / 10, max(differences + tolerances) * 1e4)  # room above the bars for the marks
     axes.set_xticks(positions, names, rotation=60, ha="right", fontsize=8)
     axes.set_ylabel("largest absolute difference")
     axes.set_title(title)

@@ -25,7 +25,7 @@ import pytest
 
 from converters.contract import Comparison, Conversion, Source, Target
 from converters.errors import ConversionError
-from converters.output import write_fault
+from converters.output import os_error_of, write_fault
 
 PASSED, FAILED, SKIPPED, NOT_RUN, INTERNAL = "passed", "failed", "skipped", "not run", "internal error"
 
@@ -97,7 +97,9 @@ def _one_line(longrepr: Any) -> str:
         text = "\n".join(line.removeprefix("E ") for line in str(longrepr).splitlines())
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if crash is not None and lines:
-        return next((line for line in lines if not line.endswith(":")), lines[-1])
+        cause = next((line for line in lines if not line.endswith(":")), lines[-1])
+        # a check's own failure says what differs; its exception type adds nothing to read
+        return cause.removeprefix("Failed: ").removeprefix("AssertionError: ")
     return lines[-1] if lines else ""
 
 
@@ -223,8 +225,11 @@ def staged(
     require(request, WRITING)
     try:
         written = conversion.write(source, target, converted, conversion.staging)
-    except OSError as error:  # a full disk, an unwritable directory: the cause, not a traceback
-        raise write_fault(error, "writing into", conversion.staging) from None
+    except Exception as error:  # a full disk, an unwritable directory: the cause, not a traceback
+        fault = os_error_of(error)
+        if fault is None:
+            raise
+        raise write_fault(fault, "writing into", conversion.staging, newest=True) from None
     tied = frozenset(mapping.tied_keys(mapping.depths(source.tensors)))
     mapped = {key: tensor.to(written[key].dtype) for key, tensor in converted.items() if key in written}
     return Staged(digests(written), digests(mapped), tied)

@@ -21,7 +21,8 @@ def shown(converter: Converter) -> list[tuple[str, str]]:
         metavar = option.metavar or option.dest.upper()
         options.append((f"{option.flag} {metavar}", option.help))
     shared = [("--overwrite", SHARED_HELP["--overwrite"]), ("--push_to_hub REPO_ID", SHARED_HELP["--push_to_hub"]),
-              ("--junitxml PATH", SHARED_HELP["--junitxml"])]  # fmt: skip
+              ("--junitxml PATH", SHARED_HELP["--junitxml"]), ("--report DIR", SHARED_HELP["--report"]),
+              ("--verbose", SHARED_HELP["--verbose"])]  # fmt: skip
     return options + shared
 
 
@@ -81,3 +82,12 @@ def test_the_generic_command_reaches_every_format(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         main(["ast", "--help"])
     assert capsys.readouterr().out.startswith("usage: convert-ast-checkpoint ")
+
+
+@pytest.mark.parametrize("name", CONVERTERS)
+def test_the_help_says_every_options_default(name: str) -> None:
+    """What leaving an option out does is never a surprise: each one not required says its default."""
+    converter = registry.get(name)
+    for option in converter.options:
+        assert option.required or "(default: " in option.help, option.flag
+    assert all("(default: " in text for text in SHARED_HELP.values())

@@ -7,10 +7,10 @@ import pytest
 
 from converters import registry
 from converters.contract import Converter
-from fixtures.contract_tests import ConverterContract
+from fixtures.contract_tests import ConverterContract, ReportingContract, WritingContract
 
 
-class TestRegisteredConverters(ConverterContract):
+class TestRegisteredConverters(ConverterContract, WritingContract, ReportingContract):
     @pytest.fixture(params=registry.names())
     def converter(self, request: pytest.FixtureRequest) -> Converter:
         return registry.get(request.param)

@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,35 @@ def test_views_are_written_as_they_are_without_duplication(tmp_path: Path) -> No
             assert torch.equal(written.get_tensor(key), tensor), key
     header = int.from_bytes((tmp_path / "model.safetensors").read_bytes()[:8], "little")
     assert (tmp_path / "model.safetensors").stat().st_size == 8 + header + 2 * fused.numel() * 4
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test: a real full disk, where the machine lets a test mount one."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'}); the injected faults "
+                    "of tests/test_converters.py stand in")  # fmt: skip
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_real_full_disk_is_named_and_leaves_nothing_behind(
+    small_filesystem: Path, ast_checkpoint: Callable[..., Path]
+) -> None:
+    """The tiny AST checkpoint's model.safetensors (3.6 MB) does not fit in 1 MiB: its write fails for real."""
+    from converters.ast.variants import VARIANTS
+    from fixtures.commands import assert_refused, run
+
+    output = small_filesystem / "out"
+    result = run("convert-ast-checkpoint", "--model_name", VARIANTS[0].name, "--checkpoint_path",
+                 str(ast_checkpoint(VARIANTS[0])), "--pytorch_dump_folder_path", str(output))  # fmt: skip
+    last = assert_refused(result, output, "no space left on device while writing model.safetensors into")
+    assert str(small_filesystem) in last
+    assert list(small_filesystem.iterdir()) == []

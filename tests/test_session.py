@@ -90,7 +90,7 @@ def test_each_checks_outcome_is_recorded_with_its_first_one_line_cause(
         ("test_fails_then_teardown_fails", "failed", "first problem", None, None),  # the first problem is kept
         ("test_setup_error", "failed", "fixture refused", None, None),
         ("test_skipped", "skipped", "nothing to compare", None, None),
-        ("test_assertion", "failed", "AssertionError: differs", None, None),
+        ("test_assertion", "failed", "differs", None, None),
     ]
     assert (result.exit_code, result.passed) == (1, False)
     assert result.cause == "check test_passes_then_teardown_fails failed: teardown broke"
