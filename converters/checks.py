@@ -59,34 +59,63 @@ def test_source_shapes_fit_the_target(
         raise ConversionError(f"{key} in {conversion.where} has shape {found}, but {target.needs} needs {expected}")
 
 
-@pytest.mark.check(order=60)
-def test_every_target_key_is_written(conversion: Conversion, staged: Staged, target: Target) -> None:
+@pytest.mark.check(order=60, mode="convert")
+def test_every_target_key_is_written(conversion: Conversion, prepared: Staged, target: Target) -> None:
     """The written files hold exactly the keys transformers' model for this config serializes."""
-    difference = key_difference(written_shapes(conversion.staging), target.spec.keys() - staged.tied)
+    difference = key_difference(written_shapes(conversion.staging), target.spec.keys() - prepared.tied)
     assert not difference, f"model.safetensors: {difference} target keys"
 
 
-@pytest.mark.check(order=61)
-def test_written_shapes_fit_the_target(conversion: Conversion, staged: Staged, target: Target) -> None:
+@pytest.mark.check(order=61, mode="convert")
+def test_written_shapes_fit_the_target(conversion: Conversion, prepared: Staged, target: Target) -> None:
     mismatch = shape_mismatch(written_shapes(conversion.staging), target.spec)
     if mismatch is not None:
         key, found, expected = mismatch
         pytest.fail(f"model.safetensors: {key} has shape {found}, but {target.needs} needs {expected}")
 
 
+@pytest.mark.check(order=60, mode="verify")
+def test_every_key_in_the_directory_is_expected(conversion: Conversion, prepared: Staged, target: Target) -> None:
+    """Every key transformers' model for this config serializes is there, and no other."""
+    difference = key_difference(prepared.written, target.spec.keys() - prepared.tied)
+    if difference:
+        raise ConversionError(f"{conversion.staging} holds {difference} keys")
+
+
+@pytest.mark.check(order=72, mode="verify")  # after loading: where the tensors differ, the locator says what it does
+def test_every_tensor_is_what_the_converter_writes(conversion: Conversion, prepared: Staged) -> None:
+    if prepared.differing:
+        more = f" (and {len(prepared.differing) - 1} more)" if len(prepared.differing) > 1 else ""
+        raise ConversionError(f"{conversion.staging}: {prepared.differing[0]}{more}")
+
+
 @pytest.mark.check(order=70)
-def test_written_files_reload_exactly(staged: Staged, reloaded: tuple[Any, dict[str, Any]]) -> None:
+def test_written_files_reload_exactly(prepared: Staged, reloaded: tuple[Any, dict[str, Any]]) -> None:
     """transformers loads every weight (no missing, unexpected or mismatched keys) and reads back bitwise what
-    was written, and each mapped tensor was written as the source held it."""
+    the files hold, and (converting) each mapped tensor was written as the source held it."""
     model, info = reloaded
     problems = {name: info[name] for name in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
     assert not any(problems.values()), f"from_pretrained reported {problems}"
     read_back = digests(serialized_state(model))
-    assert read_back.keys() == staged.written.keys(), key_difference(read_back, staged.written)
-    for key, digest in staged.written.items():
+    assert read_back.keys() == prepared.written.keys(), key_difference(read_back, prepared.written)
+    for key, digest in prepared.written.items():
         assert read_back[key] == digest, f"{key} changed on reload"
-    for key, digest in staged.mapped.items():
-        assert staged.written[key] == digest, f"{key} is not the source's tensor"
+    for key, digest in prepared.mapped.items():
+        assert prepared.written[key] == digest, f"{key} is not the source's tensor"
+
+
+@pytest.mark.check(order=75)
+def test_the_config_computes_what_the_original_computes(
+    request: pytest.FixtureRequest, conversion: Conversion, prepared: Staged, target: Target
+) -> None:
+    """Every config and feature-extractor field that changes the function is what the converter derives."""
+    from converters.session import PLUGIN
+    from converters.settings import compare
+
+    found = compare(conversion.function_fields(target), conversion.staging, type(target.config))
+    request.config.stash[PLUGIN].settings = found
+    if found:
+        raise ConversionError("; ".join(difference.described() for difference in found))
 
 
 @pytest.mark.check(order=80)

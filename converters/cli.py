@@ -34,6 +34,11 @@ SHARED_HELP = {
     "--report": "also write report.md, report.json and divergence.png into this directory, for a reviewer "
     "(default: none)",
     "--verbose": "show pytest's own report of the checks' session (default: the table only)",
+    "--verify": "instead of converting, check a directory written before (a local model directory, or a hub "
+    "name in the local cache) against the original: its tensors, its config, its outputs; nothing is written "
+    "(default: none)",
+    "--fix-config": "with --verify, when only config fields differ: write a copy of the directory with them set "
+    "right into this directory, its weights hard-linked, and verify it (default: none)",
 }
 
 
@@ -43,7 +48,7 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
         path = option.role in (Role.SOURCE, Role.INPUT, Role.OUTPUT)
         p.add_argument(
             option.flag,
-            required=option.required,
+            required=option.required and option.role is not Role.OUTPUT,  # --verify writes nothing
             default=option.default,
             type=Path if path else str,
             metavar=option.metavar,
@@ -54,12 +59,31 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
     p.add_argument("--junitxml", metavar="PATH", type=Path, default=None, help=SHARED_HELP["--junitxml"])
     p.add_argument("--report", metavar="DIR", type=Path, default=None, help=SHARED_HELP["--report"])
     p.add_argument("--verbose", action="store_true", help=SHARED_HELP["--verbose"])
+    p.add_argument("--verify", metavar="DIR", default=None, help=SHARED_HELP["--verify"])
+    p.add_argument("--fix-config", metavar="OUT", type=Path, default=None, help=SHARED_HELP["--fix-config"])
     return p
 
 
+def parse(converter: Converter, argv: list[str]) -> dict[str, Any]:
+    """The options, the output required unless a directory is verified (argparse's errors, exit code 2)."""
+    p = parser(converter)
+    options = vars(p.parse_args(argv))
+    (output,) = [o for o in converter.options if o.role is Role.OUTPUT]
+    if options.get("verify") is None:
+        if options.get(output.dest) is None:
+            p.error(f"the following arguments are required: {output.flag}")
+        if options.get("fix_config") is not None:
+            p.error("--fix-config writes a fixed copy of a directory --verify checks: give --verify DIR")
+    elif options.get(output.dest) is not None or options.get("push_to_hub"):
+        p.error(f"--verify checks a directory and writes nothing: {output.flag} and --push_to_hub have no place here")
+    return options
+
+
 def output_of(converter: Converter, options: Mapping[str, Any]) -> Path:
+    """Where the run writes: the output directory, or --fix-config's copy (verifying alone writes nowhere)."""
     (option,) = [o for o in converter.options if o.role is Role.OUTPUT]
-    return Path(options[option.dest])
+    value = options.get(option.dest) or options.get("fix_config")
+    return Path(value if value is not None else os.devnull)
 
 
 def check_references(converter: Converter) -> list[str]:
@@ -175,12 +199,14 @@ class Run:
             f"fault of your files; the traceback is in {log}"
         )
 
-    def session(self, staging: Path, references: list[str]) -> None:
+    def session(self, staging: Path, references: list[str], verify: Path | None = None) -> None:
+        """The checks on ``staging`` (written into it, or, ``verify``ing, read from that directory)."""
         from converters.safe_load import SafeLoader
         from converters.session import run_checks
 
         converter = self.converter
-        conversion = converter.conversion_class()(self.options, staging, converter, SafeLoader(remember=True))
+        options = {**self.options, "verify": verify}
+        conversion = converter.conversion_class()(options, staging, converter, SafeLoader(remember=True))
         self.result = result = run_checks(
             checks_modules(converter),
             conversion,
@@ -199,10 +225,64 @@ class Run:
         failure = result.failure
         if failure is not None and failure.result == "internal error":
             raise _Internal(failure.check, failure.cause, failure.details + "\n\n" + result.output)
-        if failure is not None and failure.details:
-            print("\n" + failure.details)  # the locator's table, beneath the table of checks
+        for outcome in result.outcomes:
+            if outcome.result == "failed" and outcome.details:
+                print("\n" + outcome.details)  # the locator's table, beneath the table of checks
         if not result.passed:
-            raise ConversionError(result.cause)
+            raise ConversionError(result.cause + (FIXABLE if verify is not None and self.fixable() else ""))
+
+    def fixable(self) -> bool:
+        """Only the config differs (the outputs may differ for it): the weights are the converter's."""
+        result = self.result
+        mended = {
+            "test_the_config_computes_what_the_original_computes",
+            "test_outputs_match_the_original_implementation",
+        }
+        return bool(result.settings) and all(o.result in ("passed", "skipped") or o.check in mended
+                                             for o in result.outcomes)  # fmt: skip
+
+    def verify(self, references: list[str]) -> None:
+        """Check a directory written before; with --fix-config, write a copy with its config set right."""
+        from converters.hub import model_directory
+
+        directory = model_directory(str(self.options["verify"]), what="--verify").absolute()
+        try:
+            self.session(directory, references, verify=directory)
+        except ConversionError:
+            if self.options.get("fix_config") is None or not self.fixable():
+                raise
+            self.fix(directory, references)
+            return
+        self.code, self.message = WRITTEN, f"{self.prog}: verified {directory}: it computes what the original computes"
+
+    def fix(self, directory: Path, references: list[str]) -> None:
+        from converters.output import check_target, clean_stale, discard, make_staging, publish, write_fault
+        from converters.settings import fixed
+
+        changes = self.result.settings
+        overwrite = bool(self.options.get("overwrite"))
+        check_target(self.target, overwrite)
+        check_report_dir(self.options.get("report"), self.target)
+        clean_stale(self.target)
+        staging = make_staging(self.target)
+        try:
+            try:
+                link_files(directory, staging, skip={change.file for change in changes})
+                fixed(directory, changes, staging)
+            except OSError as error:
+                raise write_fault(error, "writing a fixed copy into", staging) from None
+            print(f"\nverifying the fixed copy ({'; '.join(c.described() for c in changes)}):\n")
+            self.session(staging, references, verify=staging)
+            publish(staging, self.target, overwrite)
+        finally:
+            if staging.exists():
+                discard(staging)
+        fields = ", ".join(f"{change.field}" for change in changes)
+        self.code, self.message = (
+            WRITTEN,
+            f"{self.prog}: wrote {self.target}: {directory} with {fields} set as the "
+            + ("original computes; verified"),
+        )
 
     def convert(self) -> None:
         from converters.output import check_target, clean_stale, discard, make_staging, publish, write_fault
@@ -215,6 +295,9 @@ class Run:
             validate = validator(self.converter)
             if validate is not None:
                 validate(self.options)
+            if self.options.get("verify") is not None:
+                self.verify(references)
+                return
             check_target(self.target, overwrite)
             check_report_dir(self.options.get("report"), self.target)
             clean_stale(self.target)
@@ -254,6 +337,8 @@ class Run:
         ]
         result = self.result
         written = {WRITTEN: "written", REFUSED: "refused", INTERNAL: "internal error"}[self.code]
+        if self.options.get("verify") is not None and self.options.get("fix_config") is None:
+            written = {WRITTEN: "verified", REFUSED: "not verified", INTERNAL: "internal error"}[self.code]
         document = report.Report(
             command=self.prog,
             converter=self.converter.name,
@@ -264,7 +349,7 @@ class Run:
             stages=report.stages_of(result.divergence) if result is not None else [],
             notes=result.notes if result is not None else [],
             inputs=inputs,
-            output=str(self.target) if self.code == WRITTEN else None,
+            output=str(self.target) if self.code == WRITTEN and written != "verified" else None,
         )
         try:
             self.notes += report.write(document, Path(directory))
@@ -284,6 +369,24 @@ class Run:
             )
             return
         self.message += f"\n{self.prog}: pushed {self.target} to {repo_id}"
+
+
+FIXABLE = "; the weights are the converter's: set those fields (--fix-config OUT writes a fixed copy)"
+
+
+def link_files(directory: Path, into: Path, skip: set[str]) -> None:
+    """Every file of ``directory`` but ``skip`` into ``into``: hard-linked (the hub cache's symlinks followed),
+    copied where a link cannot be made (another file system)."""
+    import shutil
+
+    for path in sorted(directory.iterdir()):
+        if path.name in skip or not path.is_file():
+            continue
+        real = path.resolve()
+        try:
+            os.link(real, into / path.name)
+        except OSError:
+            shutil.copy2(real, into / path.name)
 
 
 class _Internal(Exception):
@@ -310,9 +413,9 @@ def convert(converter: Converter, options: Mapping[str, Any], argv: list[str] | 
 
 
 def run(converter: Converter, argv: list[str] | None = None) -> int:
-    """A converter's command: parse its options, convert."""
+    """A converter's command: parse its options, convert (or verify)."""
     arguments = sys.argv[1:] if argv is None else list(argv)
-    return convert(converter, vars(parser(converter).parse_args(arguments)), arguments)
+    return convert(converter, parse(converter, arguments), arguments)
 
 
 def main(argv: list[str] | None = None) -> int:

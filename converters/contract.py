@@ -51,10 +51,15 @@ class Option:
     required: bool = False
     default: Any = None
     metavar: str | None = None
+    key: str | None = None  # its name in a manifest of conversions (default: its dest)
 
     @property
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def manifest_key(self) -> str:
+        return self.key or self.dest
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,11 @@ class Conversion:
         """A report was asked for: ``compare`` locates every stage even where the outputs agree."""
         return self.options.get("report") is not None
 
+    @property
+    def verifying(self) -> bool:
+        """The run verifies a directory written before (``staging`` is that directory, read and never written)."""
+        return self.options.get("verify") is not None
+
     # -- the hooks: a converter implements these -------------------------------------------------------------
 
     def read(self) -> Source:
@@ -218,6 +228,16 @@ class Conversion:
     ) -> dict[str, torch.Tensor]:
         """Write every file into ``directory``; return the serialized tensors written (for their digests)."""
         raise NotImplementedError
+
+    def written(self, source: Source, target: Target, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What ``write`` would write into the weights files, without writing (a directory is verified against
+        it): by default, the mapped tensors."""
+        return tensors
+
+    def function_fields(self, target: Target) -> dict[str, dict[str, Any]]:
+        """Per JSON file the conversion writes, the fields that change what the model computes and the value
+        each must have (``config.json``'s read through the config class, its defaults included)."""
+        return {}
 
     def reference(self, source: Source, target: Target) -> Any:
         """The original implementation, or what it computes: prepared while the source is held, before the

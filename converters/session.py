@@ -46,6 +46,7 @@ class SessionResult:
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the checks say beside their results
     divergence: Any = None  # the locator's stages, where the comparison located them
+    settings: list[Any] = field(default_factory=list)  # JSON fields that differ from the original's (a fix)
     output: str = ""  # pytest's own report of the session (shown with --verbose; kept for a bug's log)
 
     @property
@@ -127,11 +128,41 @@ class SourceHandle:
 
 @dataclass(frozen=True)
 class Staged:
-    """What the checks keep of the written files: digests, not tensors, so nothing holds the source's memory."""
+    """What the checks keep of the weights files (written, or verified): digests, not tensors, so nothing holds
+    the source's memory."""
 
-    written: dict[str, Any]  # serialized key -> digest of what was written
+    written: dict[str, Any]  # serialized key -> digest of what the files hold
     mapped: dict[str, Any]  # mapped key -> digest of the mapped tensor in the dtype it was written in
     tied: frozenset[str]  # targets transformers ties to another (written once)
+    differing: tuple[str, ...] = ()  # verifying: each tensor that is not what the converter would write, why
+
+
+def read_weights(directory: Path) -> dict[str, Any]:
+    """Every tensor of a directory's safetensors files, memory-mapped."""
+    from safetensors import safe_open
+
+    tensors = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        with safe_open(path, "pt") as weights:
+            for key in weights.keys():  # noqa: SIM118 - safe_open is no mapping
+                tensors[key] = weights.get_tensor(key)
+    return tensors
+
+
+def differences(found: dict[str, Any], expected: dict[str, Any]) -> tuple[str, ...]:
+    """Each tensor both hold that differs, in the expected order: dtype, shape, or its largest difference."""
+    described = []
+    for key, tensor in expected.items():
+        if key not in found:
+            continue
+        theirs = found[key]
+        if theirs.dtype != tensor.dtype or theirs.shape != tensor.shape:
+            described.append(f"{key} is {theirs.dtype} {tuple(theirs.shape)}, the converter writes "
+                             f"{tensor.dtype} {tuple(tensor.shape)}")  # fmt: skip
+        elif not theirs.equal(tensor):
+            largest = (theirs.double() - tensor.double()).abs().max().item()
+            described.append(f"{key} differs from what the converter writes by {largest:.3g} (largest difference)")
+    return tuple(described)
 
 
 # -- fixtures: the generic pipeline, step by step -----------------------------------------------------------------
@@ -215,14 +246,20 @@ def require(request: pytest.FixtureRequest, stage: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def staged(
+def prepared(
     request: pytest.FixtureRequest, conversion: Conversion, source: Source, target: Target, mapping: Any,
     converted: Any,
 ) -> Staged:  # fmt: skip
-    """The files, written into the staging directory; the checks keep their digests."""
+    """Converting: the files, written into the staging directory. Verifying: the directory's weights beside
+    what the converter would write, nothing written. The checks keep digests."""
     from converters.hub_layout import digests
 
     require(request, WRITING)
+    tied = frozenset(mapping.tied_keys(mapping.depths(source.tensors)))
+    if conversion.verifying:
+        expected = conversion.written(source, target, converted)
+        found = read_weights(conversion.staging)
+        return Staged(digests(found), {}, tied, differences(found, expected))
     try:
         written = conversion.write(source, target, converted, conversion.staging)
     except Exception as error:  # a full disk, an unwritable directory: the cause, not a traceback
@@ -230,13 +267,12 @@ def staged(
         if fault is None:
             raise
         raise write_fault(fault, "writing into", conversion.staging, newest=True) from None
-    tied = frozenset(mapping.tied_keys(mapping.depths(source.tensors)))
     mapped = {key: tensor.to(written[key].dtype) for key, tensor in converted.items() if key in written}
     return Staged(digests(written), digests(mapped), tied)
 
 
 @pytest.fixture(scope="session")
-def reference(conversion: Conversion, source: Source, target: Target, staged: Staged) -> Any:
+def reference(conversion: Conversion, source: Source, target: Target, prepared: Staged) -> Any:
     """The original implementation's side, prepared while the source is held (after the files are written)."""
     return conversion.reference(source, target)
 
@@ -244,7 +280,7 @@ def reference(conversion: Conversion, source: Source, target: Target, staged: St
 @pytest.fixture(scope="session")
 def reloaded(
     request: pytest.FixtureRequest, source_handle: SourceHandle, conversion: Conversion, target: Target,
-    staged: Staged, reference: Any,
+    prepared: Staged, reference: Any,
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """The written model loaded back with transformers, as written (``dtype="auto"``; 4.x would widen half
     precision to float32), once the source is let go."""
@@ -272,6 +308,11 @@ def check_order(item: pytest.Item) -> float:
     return float(marker.kwargs.get("order", 50)) if marker else 50.0
 
 
+def check_mode(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("check")
+    return marker.kwargs.get("mode") if marker else None
+
+
 class ConversionPlugin:
     """Carries a conversion into its checks, orders them, and records what they found."""
 
@@ -282,6 +323,7 @@ class ConversionPlugin:
         self.outcomes: dict[str, Outcome] = {}
         self.measured: dict[str, tuple[float, float]] = {}
         self.notes: list[str] = []
+        self.settings: list[Any] = []  # verifying: the JSON fields that differ from what the original computes with
         self.order: dict[str, float] = {}  # each check's place (the check marker's order)
         self._first_to_raise: dict[int, tuple[str, BaseException]] = {}  # a failed fixture: the check it failed
 
@@ -290,6 +332,9 @@ class ConversionPlugin:
         config.addinivalue_line("markers", "check(order, needs): a check's place, and the checks it needs passed")
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        # a check of one mode only (converting: what was written; verifying: what a directory holds)
+        mode = "verify" if getattr(self.conversion, "verifying", False) else "convert"
+        items[:] = [item for item in items if check_mode(item) in (None, mode)]
         items.sort(key=check_order)  # stable: definition order within an order number
         self.order = {item.name: check_order(item) for item in items}
 
@@ -398,6 +443,26 @@ def quiet_transformers() -> Iterator[None]:
 GENERIC_CHECKS = Path(__file__).with_name("checks.py")
 
 
+def check_names(modules: Sequence[Path], mode: str) -> list[str]:
+    """The checks a session of ``mode`` runs, in its order, read off the modules (imported, not run)."""
+    import importlib.util
+
+    found: list[tuple[float, int, str]] = []
+    for index, path in enumerate(modules):
+        spec = importlib.util.spec_from_file_location(f"_listed_checks_{index}_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for name, function in vars(module).items():
+            if not name.startswith("test_") or not callable(function):
+                continue
+            marks = [m for m in getattr(function, "pytestmark", []) if m.name == "check"]
+            kwargs = marks[0].kwargs if marks else {}
+            if kwargs.get("mode") in (None, mode):
+                found.append((float(kwargs.get("order", 50)), len(found), name))
+    return [name for _, _, name in sorted(found)]
+
+
 def run_checks(
     checks: Sequence[Path] | Path,
     conversion: object,
@@ -458,5 +523,6 @@ def run_checks(
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(shown):
             exit_code = pytest.main(args, plugins=[plugin, sys.modules[__name__]])
     result = SessionResult(int(exit_code), list(plugin.outcomes.values()), plugin.notes, plugin.divergence)
+    result.settings = plugin.settings
     result.output = shown.getvalue()
     return result

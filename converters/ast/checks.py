@@ -1,6 +1,6 @@
 """The AST conversion's own checks, beside the generic ones (``converters/checks.py``) in one session.
 
-Fixtures (``conversion``, ``staged``, ``reloaded``, ``reference``, ``comparison``, ...) come from the session,
+Fixtures (``conversion``, ``prepared``, ``reloaded``, ``reference``, ``comparison``, ...) come from the session,
 ``conversion`` being a ``converters.ast.conversion.ASTConversion``.
 """
 
@@ -11,23 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from transformers import ASTFeatureExtractor
 
 from converters.ast.conversion import LOGITS_ATOL, ASTConversion, Reference, dtype_tolerance
 from converters.ast.labels import cached_hub_id2label
 from converters.contract import Comparison, Target
-from converters.session import Staged
-
-
-@pytest.mark.check(order=65)
-def test_feature_extractor_matches_the_recipe(conversion: ASTConversion, staged: Staged) -> None:
-    written = ASTFeatureExtractor.from_pretrained(conversion.staging)
-    dataset = conversion.variant.dataset
-    assert (written.mean, written.std, written.max_length) == (
-        dataset.feature_mean,
-        dataset.feature_std,
-        dataset.max_length,
-    ), f"preprocessor_config.json has mean {written.mean}, std {written.std}, max_length {written.max_length}"
 
 
 @pytest.mark.check(order=81)

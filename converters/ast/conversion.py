@@ -28,6 +28,12 @@ from converters.mapping import KeyMapping
 from converters.safe_load import as_state_dict, weights_dtype
 
 LOGITS_ATOL = 1e-4  # transformers' AST integration test uses atol=1e-4 on the published slice
+# What fixes the written model's function and its input features (the rest of config.json is bookkeeping).
+CONFIG_FIELDS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act", "layer_norm_eps",
+    "qkv_bias", "patch_size", "frequency_stride", "time_stride", "max_length", "num_mel_bins", "id2label",
+)  # fmt: skip
+EXTRACTOR_FIELDS = ("feature_size", "sampling_rate", "num_mel_bins", "max_length", "do_normalize", "mean", "std")
 SAMPLE_REPO = "nielsr/audio-spectogram-transformer-checkpoint"
 
 
@@ -111,6 +117,13 @@ class ASTConversion(Conversion):
     ) -> dict[str, torch.Tensor]:
         write_files(target.config, tensors, self.variant, directory)
         return tensors
+
+    def function_fields(self, target: Target) -> dict[str, dict[str, Any]]:
+        extractor = feature_extractor(self.variant).to_dict()
+        return {
+            "config.json": {name: getattr(target.config, name) for name in CONFIG_FIELDS},
+            "preprocessor_config.json": {name: extractor[name] for name in EXTRACTOR_FIELDS},
+        }
 
     def inputs(self) -> dict[str, torch.Tensor]:
         """Spectrograms both models see: a structured probe signal, and the sample if given.

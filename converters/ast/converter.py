@@ -32,6 +32,7 @@ CONVERTER = Converter(
             "the original .pth file (see README for each variant's download address)",
             Role.SOURCE,
             required=True,
+            key="checkpoint",
         ),
         Option("--pytorch_dump_folder_path", "output directory", Role.OUTPUT, required=True),
         Option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +16,10 @@ from converters.mapping import KeyMapping
 from converters.s3prl import convert as s3prl_convert
 from converters.s3prl.checkpoint import S3PRLCheckpoint, read
 from converters.s3prl.convert import build_model, expected_sources, feature_extractor, target_for
+from converters.s3prl.derive import BASE_FIELDS, HEAD_FIELDS, TIE, generic
 
+# What fixes the input features the written model is given (as the original conversion script set them).
+EXTRACTOR_FIELDS = ("feature_size", "sampling_rate", "padding_value", "do_normalize", "return_attention_mask")
 # The utterances both heads hear: two lengths, so that a padded batch has padding; any such pair reaches
 # every weight of the head.
 PROBES = ((1.2, 1), (0.7, 2))  # (seconds, noise seed)
@@ -57,6 +61,23 @@ class S3PRLConversion(Conversion):
         model.save_pretrained(directory)
         feature_extractor(self.base).save_pretrained(directory)
         return serialized_state(model)
+
+    def written(self, source: Source, target: Target, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The whole model: the base model's weights and the converted head."""
+        return serialized_state(build_model(self.base, target.payload.head, tensors))
+
+    def function_fields(self, target: Target) -> dict[str, dict[str, Any]]:
+        head = target.payload.head
+        names = ["architectures", "num_labels", "use_weighted_layer_sum", TIE, *HEAD_FIELDS[head.head]]
+        names += [name for name in BASE_FIELDS if hasattr(head.config, name)]
+        config = {name: getattr(head.config, name, None) for name in names}
+        config[TIE] = bool(config[TIE])
+        config["architectures"] = [head.family.model_class(head.head)]
+        labels = [field for field in head.fields if field.name == "id2label"]
+        if labels and not generic(dict(enumerate(labels[0].value))):  # names the checkpoint fixes
+            config["id2label"] = dict(enumerate(labels[0].value))
+        extractor = feature_extractor(self.base).to_dict()
+        return {"config.json": config, "preprocessor_config.json": {name: extractor[name] for name in EXTRACTOR_FIELDS}}
 
     def reference(self, source: Source, target: Target) -> S3PRLCheckpoint:
         return source.payload  # s3prl's modules are built from it, fed the written model's hidden states

@@ -37,12 +37,14 @@ CONVERTER = Converter(
             "a local transformers model directory, or a hub name found in the local cache",
             Role.MODEL,
             required=True,
+            key="base_model",
         ),
         Option(
             "--config_path",
             "a hand-written classifier config.json, checked against what the checkpoint implies (default: none; "
             "the config is derived from the checkpoint and the base model)",
             Role.INPUT,
+            key="config",
         ),
         Option(
             "--labels",
@@ -50,7 +52,7 @@ CONVERTER = Converter(
             Role.INPUT,
             metavar="FILE",
         ),
-        Option("--checkpoint_path", "the s3prl runner checkpoint", Role.SOURCE, required=True),
+        Option("--checkpoint_path", "the s3prl runner checkpoint", Role.SOURCE, required=True, key="checkpoint"),
         Option("--model_dump_path", "output directory", Role.OUTPUT, required=True),
     ),
     conversion="converters.s3prl.conversion:S3PRLConversion",
