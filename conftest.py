@@ -16,6 +16,8 @@ import pytest
 from filelock import FileLock
 from hypothesis import settings
 
+pytest_plugins = ["pytester"]  # tests/test_plugin.py runs a user's pytest in a directory of its own
+
 ROOT = Path(__file__).parent
 FIXTURES = ROOT / "fixtures"
 GOLDENS = FIXTURES / "goldens"

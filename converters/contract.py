@@ -68,6 +68,7 @@ class Requirement:
 
     module: str
     install: str
+    distributions: tuple[str, ...] = ()  # those known to provide it (s3prl and ESPnet's fork, say)
 
     def installed(self) -> str | None:
         """``"<distribution> <version>"`` of the package providing ``module``, or None if there is none."""
@@ -76,9 +77,24 @@ class Requirement:
                 return None
         except (ImportError, ValueError):  # a module entry of None, as a blocked import leaves it
             return None
+        for name in self.distributions or (self.module,):  # asked by name: reading every installed one takes 0.3 s
+            try:
+                distribution = importlib.metadata.distribution(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            if self.module in provided_modules(distribution):
+                return f"{distribution.metadata['Name']} {distribution.version}"
         for name in importlib.metadata.packages_distributions().get(self.module, []):
             return f"{name} {importlib.metadata.version(name)}"
         return f"{self.module} (from no installed distribution)"  # on sys.path as a plain directory
+
+
+def provided_modules(distribution: importlib.metadata.Distribution) -> set[str]:
+    """The top-level modules a distribution installs (its top_level.txt, else its files)."""
+    listed = distribution.read_text("top_level.txt")
+    if listed:
+        return set(listed.split())
+    return {Path(str(f)).parts[0].removesuffix(".py") for f in distribution.files or () if str(f).endswith(".py")}
 
 
 @dataclass(frozen=True)

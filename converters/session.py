@@ -11,7 +11,6 @@ exception is an internal error: a bug in the tool or in a reference implementati
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import os
 import sys
@@ -108,22 +107,34 @@ PLUGIN = pytest.StashKey["ConversionPlugin"]()
 
 
 class SourceHandle:
-    """The source, read on first use and held until released: the checkpoint is mapped once per session,
-    and its pages are let go before the written model is loaded back."""
+    """The source, read once and held until released: the checkpoint is mapped once per session, and its
+    pages are let go before the written model is loaded back.
+
+    The session's fixtures keep what they returned, so releasing empties those mappings in place (the source's
+    tensors, the mapped views of them): the last references go, and the file is unmapped then and there.
+    """
 
     def __init__(self, read: Callable[[], Source]) -> None:
         self._read = read
         self._source: Source | None = None
+        self._held: list[dict[str, Any]] = []
 
     def get(self) -> Source:
         if self._source is None:
             self._source = self._read()
+            self._held.append(self._source.tensors)
         return self._source
 
+    def hold(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """``tensors`` (views of the source) are emptied when the source is released."""
+        self._held.append(tensors)
+        return tensors
+
     def release(self) -> None:
-        if self._source is not None:
-            self._source = None
-            gc.collect()  # models hold reference cycles: unmap the checkpoint now, not at some later allocation
+        for tensors in self._held:
+            tensors.clear()
+        self._held.clear()
+        self._source = None
 
 
 @dataclass(frozen=True)
@@ -222,14 +233,16 @@ def expected_source(conversion: Conversion, source: Source, target: Target) -> d
 
 
 @pytest.fixture(scope="session")
-def converted(conversion: Conversion, source: Source, target: Target, expected_source: dict[str, Any]) -> Any:
+def converted(
+    conversion: Conversion, source_handle: SourceHandle, source: Source, target: Target, expected_source: dict[str, Any]
+) -> Any:
     """The mapped tensors: every source key used by exactly one rule, every key the target needs present."""
     missing = [key for key in expected_source if key not in source.tensors]
     tensors = conversion.convert(source, target)  # names the first unexpected key
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ConversionError(f"missing key {missing[0]!r} in {conversion.where}{more}")
-    return tensors
+    return source_handle.hold(tensors)
 
 
 # The stages of a session, by check order: nothing is written from a source a check before WRITING refused,
@@ -503,6 +516,15 @@ def run_checks(
         "no:debugging",  # no pdb: a conversion is not debugged through its checks, and pdb's import costs
         "-p",
         "no:unraisableexception",  # its teardown runs the garbage collector over the models several times
+        # plugins the checks have no use for, each paid for on every check (logging's handlers most)
+        "-p",
+        "no:logging",
+        "-p",
+        "no:doctest",
+        "-p",
+        "no:stepwise",
+        "-p",
+        "no:pastebin",
         "--import-mode=importlib",
         "-v",
         "-rsfE",

@@ -22,7 +22,7 @@ from fixtures.contract_tests import argv, example_options
 
 ROOT = Path(__file__).parents[1]
 
-pytestmark = [pytest.mark.slow, pytest.mark.process]
+pytestmark = [pytest.mark.interpreter, pytest.mark.process]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,8 @@
 """``pytest --conversions MANIFEST`` in a user's own project: a fresh directory with no conftest, pytest run as
-the user runs it (the plugin found through its ``pytest11`` entry point), with and without pytest-xdist."""
+the user runs it (the plugin found through its ``pytest11`` entry point), with and without pytest-xdist.
+
+pytest runs in this process (pytester's inline run: the plugin is loaded from its entry point all the same),
+except under pytest-xdist and where what the plugin imports is the question: there, in a process of its own."""
 
 from __future__ import annotations
 
@@ -17,7 +20,24 @@ from fixtures.seed_style import ast_directory
 
 TENTEN = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
 
-pytestmark = pytest.mark.process  # pytest runs in a process of its own: mutants live in this one
+
+def _import_what_a_run_imports() -> None:
+    """pytester's inline run removes afterwards the modules first imported during it: import them before, so
+    that the registry's converters and the modules they are compared with stay the same objects."""
+    import importlib
+
+    from converters import registry
+
+    for name in ("converters.cli", "converters.checks", "converters.plugin", "converters.report",
+                 "converters.settings", "converters.session"):  # fmt: skip
+        importlib.import_module(name)
+    for converter in registry.all_converters():
+        converter.conversion_class()
+        for module in converter.checks:
+            importlib.import_module(module)
+
+
+_import_what_a_run_imports()
 
 
 def pytest_run(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -26,11 +46,20 @@ def pytest_run(project: Path, *arguments: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, env=environment, timeout=600)  # fmt: skip
 
 
-@pytest.fixture
-def project(ast_checkpoint: Callable[..., Path], tmp_path: Path) -> Path:
+def inline_run(pytester: pytest.Pytester, project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """pytest run in this process, in ``project`` (no conftest there), as a subprocess' result reads."""
+    os.chdir(project)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--rootdir", str(project), *arguments)
+    text = "\n".join(result.outlines)
+    return subprocess.CompletedProcess([], int(result.ret), text, "\n".join(result.errlines))
+
+
+@pytest.fixture(scope="module")
+def project(ast_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's project: an original checkpoint, two directories converted from it, the manifest listing them.
-    One was converted right (eps 1e-6); the other as the hub's configs are (eps 1e-12)."""
-    project = tmp_path / "project"
+    One was converted right (eps 1e-6), the other as the hub's configs are (eps 1e-12); a third entry has a
+    typo in its format."""
+    project = tmp_path_factory.mktemp("project")
     (project / "originals").mkdir(parents=True)
     checkpoint = project / "originals" / "audioset_10_10_0.4593.pth"
     checkpoint.write_bytes(ast_checkpoint(TENTEN).read_bytes())
@@ -38,9 +67,9 @@ def project(ast_checkpoint: Callable[..., Path], tmp_path: Path) -> Path:
     ast_directory(checkpoint, TENTEN, project / "converted" / "hub-eps", eps=1e-12)
     original = "originals/audioset_10_10_0.4593.pth"
     entries = [
-        f'[[conversion]]\nname = "{name}"\nformat = "ast"\ncheckpoint = "{original}"\n'
+        f'[[conversion]]\nname = "{name}"\nformat = "{form}"\ncheckpoint = "{original}"\n'
         f'model = "converted/{name}"\nmodel_name = "{TENTEN.name}"\n'
-        for name in ("right", "hub-eps")
+        for name, form in (("right", "ast"), ("hub-eps", "ast"), ("typo", "astt"))
     ]
     (project / "conversions.toml").write_text("\n".join(entries))
     return project
@@ -50,52 +79,50 @@ def junit_cases(path: Path) -> dict[tuple[str, str], str]:
     """(class name, test name) -> passed, failed or skipped."""
     found = {}
     for case in ElementTree.parse(path).iter("testcase"):
-        result = (
-            "failed"
-            if case.find("failure") is not None
-            else "skipped"
-            if case.find("skipped") is not None
-            else "passed"
-        )
-        found[(str(case.get("classname")), str(case.get("name")))] = result
+        result = next((kind for kind in ("failure", "skipped") if case.find(kind) is not None), "passed")
+        found[(str(case.get("classname")), str(case.get("name")))] = {"failure": "failed"}.get(result, result)
     return found
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "two-workers"])
-def test_a_manifest_gates_on_every_entry_and_names_them(project: Path, workers: list[str]) -> None:
-    result = pytest_run(project, "--conversions", "conversions.toml", "--junitxml", "checks.xml", *workers)
+def by_entry(cases: dict[tuple[str, str], str], entry: str) -> dict[str, str]:
+    return {name: outcome for (where, name), outcome in cases.items() if where == f"conversions.toml.{entry}"}
+
+
+def assert_gated(result: subprocess.CompletedProcess[str], cases: dict[tuple[str, str], str]) -> None:
+    """The right entry passes, the hub-eps one fails on its config alone, the typo fails alone naming itself."""
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
     assert "FAILED conversions.toml::hub-eps::test_the_config_computes_what_the_original_computes" in result.stdout
     assert "layer_norm_eps 1e-12, the original computes with 1e-06" in result.stdout
-    cases = junit_cases(project / "checks.xml")
-    right = {name: outcome for (entry, name), outcome in cases.items() if entry == "conversions.toml.right"}
-    hub = {name: outcome for (entry, name), outcome in cases.items() if entry == "conversions.toml.hub-eps"}
+    assert "format 'astt' is no registered converter; registered: ast, s3prl" in result.stdout
+    right, hub = by_entry(cases, "right"), by_entry(cases, "hub-eps")
     assert right.keys() == hub.keys() and len(right) >= 10
     assert "failed" not in right.values() and right["test_outputs_match_the_original_implementation"] == "passed"
     assert [name for name, outcome in hub.items() if outcome == "failed"] == [
         "test_the_config_computes_what_the_original_computes"
     ]  # one failing entry leaves the other's checks running, and its own other checks
-    if workers:
-        # an entry's checks are one xdist group: each entry verified on one worker, its checkpoint read once there
-        assert "2 workers" in result.stdout
+    assert by_entry(cases, "typo") == {"entry": "failed"}
 
 
-def test_a_manifest_that_passes_exits_zero(project: Path) -> None:
-    text = (project / "conversions.toml").read_text()
-    (project / "conversions.toml").write_text(text.split("\n[[conversion]]")[0])
-    result = pytest_run(project, "--conversions", "conversions.toml")
+def test_a_manifest_gates_on_every_entry_and_names_them(project: Path, pytester: pytest.Pytester) -> None:
+    result = inline_run(pytester, project, "--conversions", "conversions.toml", "--junitxml", "one.xml")
+    assert_gated(result, junit_cases(project / "one.xml"))
+
+
+@pytest.mark.process  # the workers are processes of their own: mutants live in this one
+@pytest.mark.interpreter
+def test_pytest_xdist_spreads_the_entries_and_finds_the_same(project: Path) -> None:
+    """An entry's checks are one xdist group: each entry verified on one worker, its checkpoint read once there."""
+    result = pytest_run(project, "--conversions", "conversions.toml", "--junitxml", "two.xml", "-n", "2")
+    assert "2 workers" in result.stdout, result.stdout[-3000:]
+    assert_gated(result, junit_cases(project / "two.xml"))
+
+
+def test_a_manifest_whose_entries_pass_exits_zero(project: Path, pytester: pytest.Pytester) -> None:
+    result = inline_run(pytester, project, "--conversions", "conversions.toml", "-k", "right")
     assert result.returncode == 0, result.stdout[-3000:]
 
 
-def test_an_entry_that_cannot_be_read_fails_alone_naming_the_entry(project: Path) -> None:
-    broken = '\n[[conversion]]\nname = "typo"\nformat = "astt"\ncheckpoint = "x.pth"\nmodel = "y"\n'
-    (project / "conversions.toml").write_text((project / "conversions.toml").read_text() + broken)
-    result = pytest_run(project, "--conversions", "conversions.toml")
-    assert result.returncode == 1, result.stdout[-3000:]
-    assert "format 'astt' is no registered converter; registered: ast, s3prl" in result.stdout
-    assert "PASSED" not in result.stdout and " passed" in result.stdout.splitlines()[-1]
-
-
+@pytest.mark.process  # what the plugin imports into a fresh interpreter
 def test_a_suite_without_conversions_sees_nothing_of_the_plugin(tmp_path: Path) -> None:
     """The plugin is installed in this environment: a user's own suite runs as if it were not."""
     (tmp_path / "test_own.py").write_text(

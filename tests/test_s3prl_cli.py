@@ -398,7 +398,9 @@ def test_a_base_model_that_is_not_local_is_refused(s3prl_case: Callable[..., S3P
     refused(result, output, "facebook/wav2vec2-base", "local")
 
 
-@pytest.mark.parametrize("where", ["in-process", pytest.param("installed", marks=pytest.mark.process)])
+@pytest.mark.parametrize(
+    "where", ["in-process", pytest.param("installed", marks=[pytest.mark.process, pytest.mark.interpreter])]
+)
 def test_a_hub_name_resolves_from_the_local_cache(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, hub_cache: Callable[..., Path], where: str
 ) -> None:
