@@ -2,6 +2,7 @@
 
 ``CASE`` is a case directory made by ``bench.cases`` (its ``case.json`` says the converter and its options).
 - ``command``: the project's command end to end, every check on (the installed console script).
+- ``verify``: the command's ``--verify`` of a directory the command wrote (made once, beside the case).
 - ``seed``: the seed scripts' way: full ``torch.load``, rename, a randomly initialised model,
   ``load_state_dict``, one forward, ``save_pretrained``.
 - ``core``: the project's conversion core alone: safe read, map, write; no checks.
@@ -14,13 +15,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bench.cases import options_of
 from converters import registry
 from converters.contract import Role
+
+if TYPE_CHECKING:
+    import torch
+
+# No torch at import: ``command`` and ``verify`` exec the console script, whose figures must not include a
+# torch import of this process that the exec throws away.
 
 
 def case_of(directory: Path) -> dict[str, Any]:
@@ -28,11 +33,12 @@ def case_of(directory: Path) -> dict[str, Any]:
     name, options = options_of(directory)
     converter = registry.get(name)
     paths = {o.dest for o in converter.options if o.role in (Role.SOURCE, Role.INPUT, Role.OUTPUT)}
-    return {"format": name, "options": {k: Path(v) if k in paths else v for k, v in options.items()}}
+    options = {k: Path(v) if k in paths else v for k, v in options.items()}
+    return {"format": name, "options": options, "directory": directory}
 
 
-def arguments(case: dict[str, Any], output: Path) -> list[str]:
-    """The command line that converts a case into ``output``."""
+def arguments(case: dict[str, Any], output: Path | None) -> list[str]:
+    """The command line that converts a case into ``output`` (None: the inputs alone, as ``--verify`` takes them)."""
     converter = registry.get(case["format"])
     argv = []
     for option in converter.options:
@@ -43,21 +49,36 @@ def arguments(case: dict[str, Any], output: Path) -> list[str]:
 
 
 def command(case: dict[str, Any], output: Path) -> None:
+    execute(case, arguments(case, output))
+
+
+def verify(case: dict[str, Any], output: Path) -> None:
+    """``--verify`` of the directory the command writes for the case (``written`` in the case directory)."""
+    execute(case, [*arguments(case, None), "--verify", str(written_directory(case))])
+
+
+def written_directory(case: dict[str, Any]) -> Path:
+    return Path(case["directory"]) / "written"
+
+
+def execute(case: dict[str, Any], argv: list[str]) -> None:
     converter = registry.get(case["format"])
     script = str(Path(sys.executable).with_name(converter.command))
     # exec, not a child: the figures measured for this process are the command's own
     sys.stdout.flush()
-    os.execv(script, [script, *arguments(case, output)])
+    os.execv(script, [script, *argv])
 
 
-@torch.no_grad()
 def seed(case: dict[str, Any], output: Path) -> None:
     """The seed script of the case's format (``../shared/seeds/``), as it ran: no check."""
-    SEEDS[case["format"]](case["options"], output)
+    import torch
+
+    with torch.no_grad():
+        SEEDS[case["format"]](case["options"], output)
 
 
-@torch.no_grad()
 def ast_seed(options: dict[str, Any], output: Path) -> None:
+    import torch
     from transformers import ASTForAudioClassification
 
     from converters.ast.config import backbone_of, feature_extractor, hf_config
@@ -78,8 +99,8 @@ def ast_seed(options: dict[str, Any], output: Path) -> None:
     extractor.save_pretrained(output)
 
 
-@torch.no_grad()
 def s3prl_seed(options: dict[str, Any], output: Path) -> None:
+    import torch
     import transformers
 
     base = Path(options["base_model_name"])
@@ -127,6 +148,7 @@ def core(case: dict[str, Any], output: Path) -> None:
 
 def floor(case: dict[str, Any], output: Path) -> None:
     """The I/O floor: a memory-mapped read of the source (and of a base model), one safetensors write."""
+    import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -149,6 +171,7 @@ def floor(case: dict[str, Any], output: Path) -> None:
 
 PIPELINES: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "command": command,
+    "verify": verify,
     "seed": seed,
     "core": core,
     "floor": floor,

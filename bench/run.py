@@ -3,7 +3,7 @@
 Every run is a fresh process under ``/usr/bin/time -v`` (wall clock, peak resident set size). The
 pipelines of a case take turns within each repetition, so that a noisy neighbour slows all of them
 alike; one unmeasured run of each warms the page cache first. Results go to ``bench/results.json``
-(``bench/plot.py`` draws the scaling plot from it) and a Markdown table to stdout.
+(``bench/plot.py`` draws the scaling plot from it), their tables to ``bench/results.md`` and stdout.
 """
 
 from __future__ import annotations
@@ -20,14 +20,31 @@ from pathlib import Path
 
 from bench.cases import Case, build, cases, parameters
 from bench.pipelines import SEEDS
+from bench.summary import load, markdown
 
-PIPELINES = ("command", "seed", "core", "floor")
+PIPELINES = ("command", "verify", "seed", "core", "floor")
 HERE = Path(__file__).parent
 
 
-def measure(pipeline: str, case_dir: Path, scratch: Path) -> tuple[float, float]:
-    """One run: (wall seconds, peak resident MiB)."""
-    output = scratch / "out"
+def environment(runs: int) -> dict[str, object]:
+    """Where and with what the figures were measured."""
+    import datetime
+    import importlib.metadata
+    import os
+
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpus": os.cpu_count(),
+        "runs": runs,
+        "torch": importlib.metadata.version("torch"),
+        "transformers": importlib.metadata.version("transformers"),
+    }
+
+
+def measure(pipeline: str, case_dir: Path, scratch: Path, output: Path | None = None) -> tuple[float, float]:
+    """One run: (wall seconds, peak resident MiB). ``output``: where it writes (default: removed afterwards)."""
+    keep = output is not None
+    output = output or scratch / "out"
     shutil.rmtree(output, ignore_errors=True)
     result = subprocess.run(
         ["/usr/bin/time", "-v", sys.executable, "-m", "bench.pipelines", pipeline, str(case_dir), str(output)],
@@ -35,7 +52,8 @@ def measure(pipeline: str, case_dir: Path, scratch: Path) -> tuple[float, float]
         text=True,
         cwd=HERE.parent,
     )
-    shutil.rmtree(output, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(output, ignore_errors=True)
     if result.returncode != 0:
         raise SystemExit(f"{pipeline} on {case_dir.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
@@ -52,6 +70,8 @@ def pipelines_of(case: Case) -> list[str]:
 
 def run_case(case: Case, work: Path, runs: int) -> dict[str, object]:
     case_dir = build(case, work / case.name)
+    if not (case_dir / "written").is_dir():  # what ``verify`` checks: the command's own output, made once
+        measure("command", case_dir, case_dir, output=case_dir / "written")
     scratch = Path(tempfile.mkdtemp(dir=work, prefix="scratch-"))
     pipelines = pipelines_of(case)
     try:
@@ -79,33 +99,6 @@ def run_case(case: Case, work: Path, runs: int) -> dict[str, object]:
     }
 
 
-def table(results: list[dict[str, object]]) -> str:
-    lines = [
-        "| case | parameters | pipeline | wall (s) | peak RSS (MiB) |",
-        "|---|---:|---|---:|---:|",
-    ]
-    ratios = [
-        "| case | command / seed wall | command / seed memory | core / floor wall | core / floor memory |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for result in results:
-        median: dict[str, dict[str, float]] = result["median"]  # type: ignore[assignment]
-        millions = float(result["parameters"]) / 1e6  # type: ignore[arg-type]
-        for pipeline in median:
-            m = median[pipeline]
-            lines.append(
-                f"| {result['case']} | {millions:.1f}M | {pipeline} | {m['wall_s']:.2f} | {m['peak_mib']:.0f} |"
-            )
-        wall = {p: median[p]["wall_s"] for p in median}
-        peak = {p: median[p]["peak_mib"] for p in median}
-        seed = (f"{wall['command'] / wall['seed']:.2f} | {peak['command'] / peak['seed']:.2f}" if "seed" in median
-                else "- | -")  # fmt: skip
-        ratios.append(
-            f"| {result['case']} | {seed} | {wall['core'] / wall['floor']:.2f} | {peak['core'] / peak['floor']:.2f} |"
-        )
-    return "\n".join(lines) + "\n\n" + "\n".join(ratios)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per pipeline and case (median)")
@@ -120,13 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.cases is None or case.name in args.cases:
             print(f"{case.name}: building inputs (once) and running {args.runs} x {len(PIPELINES)}", file=sys.stderr)
             fresh.append(run_case(case, args.work.absolute(), args.runs))
-    print(table(fresh))
     # Cases not run this time keep their last figures, so that sizes can be measured in separate runs.
-    kept = json.loads(args.results.read_text()) if args.results.exists() else []
+    kept = load(args.results)["cases"] if args.results.exists() else []
     measured = {r["case"] for r in fresh}
-    merged = [r for r in kept if r["case"] not in measured] + fresh
     order = [c.name for c in every]
-    args.results.write_text(json.dumps(sorted(merged, key=lambda r: order.index(r["case"])), indent=1))
+    merged = sorted([r for r in kept if r["case"] not in measured] + fresh, key=lambda r: order.index(r["case"]))
+    results = {"environment": environment(args.runs), "cases": merged}
+    args.results.write_text(json.dumps(results, indent=1))
+    (args.results.with_suffix(".md")).write_text(markdown(results))
+    print(markdown(results))
     return 0
 
 

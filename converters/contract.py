@@ -19,8 +19,9 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -122,10 +123,16 @@ class Converter:
         return _load(self.example) if isinstance(self.example, str) else self.example
 
     def main(self, argv: list[str] | None = None) -> int:
-        """The command: what its console script runs."""
+        """The command, returning its exit code (the console script exits with it: ``script``)."""
         from converters.cli import run
 
         return run(self, argv)
+
+    def script(self) -> None:
+        """The console script: the command on ``sys.argv``, then the process ends with its exit code."""
+        from converters.cli import exit_now
+
+        exit_now(self.main())
 
 
 class Example(Protocol):
@@ -162,13 +169,27 @@ class Source:
 
 @dataclass(frozen=True)
 class Target:
-    """What the written model must be: its class, its config, and its serialized keys and shapes."""
+    """What the written model must be: its class, its config, and its serialized keys and shapes.
 
-    model_class: Any  # a transformers PreTrainedModel class
+    The class may be named (``"module:Class"``) and the shapes given as a function: each is resolved when a
+    check first asks for it, so that reading, mapping and writing alone (the conversion's core) import no
+    model code and build no model.
+    """
+
+    model: Any  # a transformers PreTrainedModel class, or "module:Class"
     config: Any  # its PretrainedConfig
-    spec: dict[str, torch.Tensor]  # every serialized key, as shape-only (meta) tensors
+    shapes: Any  # every serialized key, as a shape-only (meta) tensor: a dict, or a function returning one
     needs: str  # who needs those shapes, for refusals: "the config", "ast-... (stride 10, ...)"
     payload: Any = None
+
+    @cached_property
+    def model_class(self) -> Any:
+        return _load(self.model) if isinstance(self.model, str) else self.model
+
+    @cached_property
+    def spec(self) -> dict[str, torch.Tensor]:
+        shapes: dict[str, torch.Tensor] = self.shapes() if callable(self.shapes) else self.shapes
+        return shapes
 
 
 @dataclass(frozen=True)
@@ -198,6 +219,12 @@ class Conversion:
     staging: Path
     converter: Converter
     loader: SafeLoader = field(repr=False, default=None)  # type: ignore[assignment]  # set by the session
+
+    # True: ``reference`` runs on a thread of its own, from the moment the target is known, while the checks
+    # before the reload run (the files are written meanwhile). For a reference that runs the original's
+    # forward pass, whose kernels run with the interpreter lock released: it then costs little wall time.
+    # Such a hook reads only its arguments and the options, and changes nothing another hook reads.
+    concurrent_reference: ClassVar[bool] = False
 
     @property
     def source_path(self) -> Path:
@@ -257,7 +284,8 @@ class Conversion:
 
     def reference(self, source: Source, target: Target) -> Any:
         """The original implementation, or what it computes: prepared while the source is held, before the
-        written model is loaded back (the source is released in between)."""
+        written model is loaded back (the source is released in between); on a thread of its own where the
+        class sets ``concurrent_reference``."""
         return None
 
     def compare(self, model: nn.Module, reference: Any, target: Target) -> Comparison:

@@ -7,17 +7,23 @@ the one every release reads.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import xxhash
 from torch import nn
 
-revert_weight_conversion: Any
-try:  # transformers >= 5
-    from transformers.core_model_loading import revert_weight_conversion
-except ImportError:  # transformers 4.x: in-memory names are the serialized names
-    revert_weight_conversion = None
+
+@functools.cache
+def _reverter() -> Any:
+    """transformers 5's reverse conversion, or None (4.x keeps the serialized names in memory); imported when
+    first needed, its module costing 0.6 s (writing a mapped checkpoint needs none of it)."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:
+        return None
+    return revert_weight_conversion
 
 
 # Per model class and in-memory key set: each in-memory name's serialized one, where reverting only renames.
@@ -32,6 +38,7 @@ def serialized_state(model: nn.Module, keep_vars: bool = False) -> dict[str, tor
     class and keys.
     """
     state = model.state_dict(keep_vars=keep_vars)
+    revert_weight_conversion = _reverter()
     if revert_weight_conversion is None:
         return dict(state)
     known = (type(model), tuple(state))
@@ -42,6 +49,25 @@ def serialized_state(model: nn.Module, keep_vars: bool = False) -> dict[str, tor
     if len(reverted) == len(state) and len(name_of) == len(state) and all(id(t) in name_of for t in reverted.values()):
         _RENAMES[known] = {name_of[id(tensor)]: key for key, tensor in reverted.items()}
     return reverted
+
+
+def taken_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``serialized_state``, the model left holding none of its tensors.
+
+    A model loaded with weight norm (wav2vec2's positional convolution) sits in a reference cycle of torch's
+    parametrization, which keeps the memory map of the file it was loaded from until the garbage collector
+    runs (0.2 s for a full collection); emptied, the model pins nothing, and the tensors go with the dict.
+    """
+    state = serialized_state(model)
+    empty(model)
+    return state
+
+
+def empty(model: nn.Module) -> None:
+    """Drop every parameter and buffer the model's modules hold (the model is of no use afterwards)."""
+    for module in model.modules():
+        module._parameters.clear()
+        module._buffers.clear()
 
 
 @torch.no_grad()

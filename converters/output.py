@@ -6,12 +6,14 @@ atomic) and the staging directory becomes the target only once every check has p
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,6 +110,21 @@ def make_staging(target: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     staging.chmod(0o777 & ~_umask())
     return staging
+
+
+def flush_soon(directory: Path) -> threading.Thread:
+    """Start writing ``directory``'s files back to disk (fsync) on a thread of its own, while the checks run:
+    the fsyncs of ``publish``, which make them durable, then find little left to write. Join it before the
+    directory is published or discarded."""
+
+    def flush() -> None:
+        for item in directory.iterdir():
+            with contextlib.suppress(OSError):  # publish's own fsync reports what fails
+                _fsync(item)
+
+    thread = threading.Thread(target=flush, name="flush", daemon=True)
+    thread.start()
+    return thread
 
 
 def _fsync(path: Path) -> None:

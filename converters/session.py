@@ -24,7 +24,7 @@ import pytest
 
 from converters.contract import Comparison, Conversion, Source, Target
 from converters.errors import ConversionError
-from converters.output import os_error_of, write_fault
+from converters.output import flush_soon, os_error_of, write_fault
 
 PASSED, FAILED, SKIPPED, NOT_RUN, INTERNAL = "passed", "failed", "skipped", "not run", "internal error"
 
@@ -217,9 +217,34 @@ def source(source_handle: SourceHandle) -> Source:
     return source_handle.get()
 
 
+class Concurrent:
+    """A conversion's reference computed on a thread of its own (``Conversion.concurrent_reference``): started
+    once the target is known, awaited where a check needs it, waited for when the session ends (it holds
+    tensors of the source)."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference")
+        self._future = self._executor.submit(work)
+
+    def result(self) -> Any:
+        """What the work returned; what it raised is raised here, with its traceback."""
+        return self._future.result()
+
+    def finish(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
 @pytest.fixture(scope="session")
-def target(conversion: Conversion, source: Source) -> Target:
-    return conversion.target(source)
+def target(request: pytest.FixtureRequest, conversion: Conversion, source: Source) -> Iterator[Target]:
+    found = conversion.target(source)
+    plugin = request.config.stash[PLUGIN]
+    if conversion.concurrent_reference:
+        plugin.concurrent = Concurrent(lambda: conversion.reference(source, found))
+    yield found
+    if plugin.concurrent is not None:
+        plugin.concurrent.finish()
 
 
 @pytest.fixture(scope="session")
@@ -280,28 +305,39 @@ def prepared(
         if fault is None:
             raise
         raise write_fault(fault, "writing into", conversion.staging, newest=True) from None
+    request.config.stash[PLUGIN].flushing.append(flush_soon(conversion.staging))
+    held = digests(written)
+    # a tensor written as mapped (the same object) has the digest just taken
     mapped = {key: tensor.to(written[key].dtype) for key, tensor in converted.items() if key in written}
-    return Staged(digests(written), digests(mapped), tied)
+    fresh = digests({key: tensor for key, tensor in mapped.items() if tensor is not written[key]})
+    return Staged(held, {key: fresh.get(key, held[key]) for key in mapped}, tied)
 
 
 @pytest.fixture(scope="session")
-def reference(conversion: Conversion, source: Source, target: Target, prepared: Staged) -> Any:
-    """The original implementation's side, prepared while the source is held (after the files are written)."""
-    return conversion.reference(source, target)
+def reference(
+    request: pytest.FixtureRequest, conversion: Conversion, source: Source, target: Target, prepared: Staged
+) -> Any:
+    """The original implementation's side, prepared while the source is held: after the files are written, or
+    (``concurrent_reference``) while they were written."""
+    concurrent = request.config.stash[PLUGIN].concurrent
+    return concurrent.result() if concurrent is not None else conversion.reference(source, target)
 
 
 @pytest.fixture(scope="session")
 def reloaded(
     request: pytest.FixtureRequest, source_handle: SourceHandle, conversion: Conversion, target: Target,
     prepared: Staged, reference: Any,
-) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+) -> Iterator[tuple[Any, dict[str, Any]]]:  # fmt: skip
     """The written model loaded back with transformers, as written (``dtype="auto"``; 4.x would widen half
     precision to float32), once the source is let go."""
+    from converters.hub_layout import empty
+
     require(request, RELOADING)
     source_handle.release()
     loaded: Any = target.model_class.from_pretrained(conversion.staging, dtype="auto", output_loading_info=True)
     model, info = loaded
-    return model.eval(), info
+    yield model.eval(), info
+    empty(model)  # the written files unmapped now, not when a reference cycle in the model is collected
 
 
 @pytest.fixture(scope="session")
@@ -338,6 +374,8 @@ class ConversionPlugin:
         self.notes: list[str] = []
         self.settings: list[Any] = []  # verifying: the JSON fields that differ from what the original computes with
         self.order: dict[str, float] = {}  # each check's place (the check marker's order)
+        self.concurrent: Concurrent | None = None  # the reference, where it is computed alongside the checks
+        self.flushing: list[Any] = []  # threads writing the staged files back to disk, joined at the end
         self._first_to_raise: dict[int, tuple[str, BaseException]] = {}  # a failed fixture: the check it failed
 
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -357,6 +395,8 @@ class ConversionPlugin:
             self.progress(f"checking {done + 1}/{len(self.order)}: {nodeid.split('::')[-1]}")
 
     def pytest_sessionfinish(self) -> None:
+        for thread in self.flushing:
+            thread.join()
         if self.progress is not None:
             self.progress("")
 

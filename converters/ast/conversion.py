@@ -12,13 +12,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import ASTForAudioClassification
 
 from converters.ast import convert as ast_convert
 from converters.ast.config import backbone_of, feature_extractor, hf_config
 from converters.ast.convert import target_spec, write_files
-from converters.ast.original import load_original
-from converters.ast.stages import locate_divergence
 from converters.ast.variants import AUDIOSET_SAMPLE, Variant, variant
 from converters.audio import probe_signal, read_audio
 from converters.contract import Comparison, Conversion, Source, Target
@@ -73,6 +70,7 @@ def variants_fitting(state: Mapping[str, torch.Tensor]) -> list[Variant]:
 
 class ASTConversion(Conversion):
     chosen: Variant | None = None
+    concurrent_reference = True  # the original's forward pass, while the files are written
 
     @property
     def variant(self) -> Variant:
@@ -110,7 +108,7 @@ class ASTConversion(Conversion):
         weights = ast_convert.AST_MAPPING.converted_sources(source.tensors)
         config = hf_config(v, backbone_of(source.tensors), weights_dtype(weights, self.where))
         needs = f"{v.name} (stride {v.stride}, max_length {v.max_length}, {v.dataset.num_labels} labels)"
-        return Target(ASTForAudioClassification, config, target_spec(config), needs)
+        return Target("transformers:ASTForAudioClassification", config, lambda: target_spec(config), needs)
 
     def write(
         self, source: Source, target: Target, tensors: dict[str, torch.Tensor], directory: Path
@@ -143,6 +141,8 @@ class ASTConversion(Conversion):
 
     @torch.no_grad()
     def reference(self, source: Source, target: Target) -> Reference:
+        from converters.ast.original import load_original  # timm: imported by the checks that need it
+
         inputs = self.inputs()
         original = load_original(source.tensors, self.variant)  # holds the checkpoint's own tensors
         return Reference(inputs, {name: original(features) for name, features in inputs.items()})
@@ -157,6 +157,9 @@ class ASTConversion(Conversion):
         worst = max(((name, difference.max().item()) for name, difference in differences.items()), key=lambda i: i[1])
         if worst[1] <= LOGITS_ATOL and not self.wants_stages:
             return Comparison(worst[1], LOGITS_ATOL, None, outputs=logits)
+        from converters.ast.original import load_original
+        from converters.ast.stages import locate_divergence
+
         original = load_original(self.read().tensors, self.variant)
         divergence = locate_divergence(original, float32, reference.inputs[worst[0]], LOGITS_ATOL)
         cause = (

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import ASTConfig, ASTForAudioClassification
+from transformers import ASTConfig
 
 from converters.ast.config import Backbone, backbone_of, feature_extractor, hf_config
 from converters.ast.mapping import AST_MAPPING
@@ -38,6 +38,8 @@ def target_spec(config: ASTConfig) -> dict[str, torch.Tensor]:
 def _target_spec(config_json: str) -> dict[str, torch.Tensor]:
     # Building the model, even on the meta device, and reverting transformers 5's renames takes ~0.4 s;
     # a conversion's checks ask for the same spec several times.
+    from transformers import ASTForAudioClassification  # the model's code: 1.5 s to import, for the checks alone
+
     with torch.device("meta"):
         model = ASTForAudioClassification(ASTConfig.from_dict(json.loads(config_json)))
     return serialized_state(model)

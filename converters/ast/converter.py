@@ -52,3 +52,4 @@ CONVERTER = Converter(
     example="converters.ast.example:EXAMPLE",
 )
 main = CONVERTER.main
+script = CONVERTER.script

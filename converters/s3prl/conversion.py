@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from converters.contract import Comparison, Conversion, Source, Target
-from converters.hub_layout import serialized_state
+from converters.hub_layout import taken_state
 from converters.mapping import KeyMapping
 from converters.s3prl import convert as s3prl_convert
 from converters.s3prl.checkpoint import S3PRLCheckpoint, read
@@ -60,11 +60,11 @@ class S3PRLConversion(Conversion):
         model = build_model(self.base, target.payload.head, tensors)
         model.save_pretrained(directory)
         feature_extractor(self.base).save_pretrained(directory)
-        return serialized_state(model)
+        return taken_state(model)  # the base model's file unmapped once the digests are taken
 
     def written(self, source: Source, target: Target, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The whole model: the base model's weights and the converted head."""
-        return serialized_state(build_model(self.base, target.payload.head, tensors))
+        return taken_state(build_model(self.base, target.payload.head, tensors))
 
     def function_fields(self, target: Target) -> dict[str, dict[str, Any]]:
         head = target.payload.head

@@ -67,3 +67,4 @@ CONVERTER = Converter(
     example="converters.s3prl.example:EXAMPLE",
 )
 main = CONVERTER.main
+script = CONVERTER.script
