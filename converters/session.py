@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import sys
+import traceback
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,7 +234,10 @@ class Concurrent:
         return self._future.result()
 
     def finish(self) -> None:
+        """Waits for the work, then lets go of what it returned or raised (a model on the source's tensors, a
+        traceback whose frames hold them): the source is unmapped when the session releases it."""
         self._executor.shutdown(wait=True)
+        del self._future
 
 
 @pytest.fixture(scope="session")
@@ -245,6 +249,7 @@ def target(request: pytest.FixtureRequest, conversion: Conversion, source: Sourc
     yield found
     if plugin.concurrent is not None:
         plugin.concurrent.finish()
+        plugin.concurrent = None
 
 
 @pytest.fixture(scope="session")
@@ -416,6 +421,10 @@ class ConversionPlugin:
         excinfo = call.excinfo
         if excinfo is None:
             return report
+        # The report holds the traceback as text now. Its frames' locals (views of the source, a model) would
+        # stay alive in a reference cycle through pytest's cached fixture error, the file mapped, until a
+        # garbage collection; a run of many conversions in one process (the manifest plugin) would pile them up.
+        traceback.clear_frames(excinfo.tb)
         error = excinfo.value
         name = item.name
         if isinstance(error, _NotRun):
