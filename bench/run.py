@@ -9,6 +9,7 @@ alike; one unmeasured run of each warms the page cache first. Results go to ``be
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import shutil
@@ -28,7 +29,6 @@ HERE = Path(__file__).parent
 
 def environment(runs: int) -> dict[str, object]:
     """Where and with what the figures were measured."""
-    import datetime
     import importlib.metadata
     import os
 
@@ -91,6 +91,7 @@ def run_case(case: Case, work: Path, runs: int) -> dict[str, object]:
         "size": case.size,
         "parameters": parameters(case_dir),
         "runs": runs,
+        "date": datetime.date.today().isoformat(),
         "samples": samples,
         "median": {
             p: {"wall_s": statistics.median(w for w, _ in s), "peak_mib": statistics.median(m for _, m in s)}
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.name}: building inputs (once) and running {args.runs} x {len(PIPELINES)}", file=sys.stderr)
             fresh.append(run_case(case, args.work.absolute(), args.runs))
     # Cases not run this time keep their last figures, so that sizes can be measured in separate runs.
-    kept = load(args.results)["cases"] if args.results.exists() else []
+    previous = load(args.results) if args.results.exists() else {}
+    kept = previous.get("cases", []) if isinstance(previous, dict) else []  # an older layout: measure again
     measured = {r["case"] for r in fresh}
     order = [c.name for c in every]
     merged = sorted([r for r in kept if r["case"] not in measured] + fresh, key=lambda r: order.index(r["case"]))

@@ -2,8 +2,8 @@
 
 Per case, each pipeline's median wall time and peak resident memory; then the ratios the command is held to,
 each beside its target. ``bench/run.py`` writes the same text to ``bench/results.md`` after a run;
-``--readme`` copies the ratios into README.md (between its ``bench:ratios`` markers), which
-tests/test_readme_figures.py holds equal to the results.
+``--readme`` copies the ratios and medians into README.md (between its ``bench:ratios`` and
+``bench:medians`` markers), which tests/test_readme_figures.py holds equal to the results.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ TARGETS: dict[str, tuple[str, str, str, float]] = {
     "verify / command wall": ("verify", "command", "wall_s", 0.8),
     "core / floor wall": ("core", "floor", "wall_s", 1.5),
 }
-BEGIN, END = "<!-- bench:ratios -->", "<!-- /bench:ratios -->"
 
 
 def load(path: Path = HERE / "results.json") -> dict[str, Any]:
@@ -65,11 +64,14 @@ def ratios_table(results: dict[str, Any]) -> str:
             cells.append("-" if found is None else f"{found:.2f} {'met' if found <= most else 'not met'}")
         lines.append(f"| {case['case']} | " + " | ".join(cells) + " |")
     environment = results["environment"]
+    dates = sorted({case.get("date", environment["date"]) for case in results["cases"]})
     lines.append("")
     lines.append(
         f"Medians of {environment['runs']} runs per pipeline, taking turns, on {environment['cpus']} CPUs "
-        f"({environment['date']}; torch {environment['torch']}, transformers {environment['transformers']})."
+        f"({', '.join(dates)}; torch {environment['torch']}, transformers {environment['transformers']})."
     )
+    if len(dates) > 1:
+        lines.append("Cases measured on different days: compare ratios within a case, not across cases.")
     return "\n".join(lines)
 
 
@@ -84,25 +86,41 @@ def markdown(results: dict[str, Any]) -> str:
     )
 
 
-def readme_block(text: str) -> str:
-    """README's copy of the ratios (between the markers)."""
-    found = re.search(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), text, re.S)
+def readme_blocks(results: dict[str, Any]) -> dict[str, str]:
+    """What README.md holds of the results, by the name of its markers (``<!-- bench:NAME -->``)."""
+    return {"ratios": ratios_table(results), "medians": medians_table(results)}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+
+
+def readme_block(text: str, name: str) -> str:
+    """README's copy of one block (between its markers)."""
+    begin, end = markers(name)
+    found = re.search(re.escape(begin) + r"\n(.*?)\n?" + re.escape(end), text, re.S)
     if found is None:
-        raise LookupError(f"README.md has no {BEGIN} ... {END} block")
+        raise LookupError(f"README.md has no {begin} ... {end} block")
     return found[1]
+
+
+def with_blocks(text: str, results: dict[str, Any]) -> str:
+    for name, block in readme_blocks(results).items():
+        readme_block(text, name)  # refuse a README without the block
+        begin, end = markers(name)
+        start, stop = text.index(begin) + len(begin), text.index(end)
+        text = text[:start] + "\n" + block + "\n" + text[stop:]
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", action="store_true", help="rewrite README.md's ratios from the results")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's figures from the results")
     args = parser.parse_args(argv)
     results = load()
     if args.readme:
-        text = README.read_text()
-        readme_block(text)  # refuse a README without the block
-        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-        README.write_text(text[:start] + "\n" + ratios_table(results) + "\n" + text[end:])
-        print(f"rewrote the ratios in {README}")
+        README.write_text(with_blocks(README.read_text(), results))
+        print(f"rewrote the figures in {README}")
         return 0
     print(markdown(results))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import sys
 import traceback
@@ -149,32 +150,64 @@ class Staged:
     differing: tuple[str, ...] = ()  # verifying: each tensor that is not what the converter would write, why
 
 
-def read_weights(directory: Path) -> dict[str, Any]:
-    """Every tensor of a directory's safetensors files, memory-mapped."""
+# A verification reads the directory's tensors a batch at a time, each batch through a mapping of its own that
+# is closed before the next: pages of a file stay resident while it is mapped, so one mapping for the whole
+# directory would hold a second copy of the model beside what the converter would write.
+BATCH_BYTES = 128 * 2**20
+_ITEM_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2}
+
+
+def compared(directory: Path, expected: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Digests of every tensor of a directory's safetensors files, and each that differs from ``expected``
+    (in the expected order), holding about ``BATCH_BYTES`` of the directory at a time."""
     from safetensors import safe_open
 
-    tensors = {}
+    held: dict[str, Any] = {}
+    described: dict[str, str] = {}
     for path in sorted(directory.glob("*.safetensors")):
         with safe_open(path, "pt") as weights:
+            sizes = {}
             for key in weights.keys():  # noqa: SIM118 - safe_open is no mapping
-                tensors[key] = weights.get_tensor(key)
-    return tensors
+                part = weights.get_slice(key)
+                sizes[key] = math.prod(part.get_shape()) * _ITEM_BYTES.get(part.get_dtype(), 1)
+        batches: list[list[str]] = [[]]
+        total = 0
+        for key, size in sizes.items():
+            if batches[-1] and total + size > BATCH_BYTES:
+                batches.append([])
+                total = 0
+            batches[-1].append(key)
+            total += size
+        for batch in batches:
+            held.update(_compare_batch(path, batch, expected, described))
+    return held, tuple(described[key] for key in expected if key in described)
 
 
-def differences(found: dict[str, Any], expected: dict[str, Any]) -> tuple[str, ...]:
-    """Each tensor both hold that differs, in the expected order: dtype, shape, or its largest difference."""
-    described = []
-    for key, tensor in expected.items():
-        if key not in found:
-            continue
-        theirs = found[key]
-        if theirs.dtype != tensor.dtype or theirs.shape != tensor.shape:
-            described.append(f"{key} is {theirs.dtype} {tuple(theirs.shape)}, the converter writes "
-                             f"{tensor.dtype} {tuple(tensor.shape)}")  # fmt: skip
-        elif not theirs.equal(tensor):
-            largest = (theirs.double() - tensor.double()).abs().max().item()
-            described.append(f"{key} differs from what the converter writes by {largest:.3g} (largest difference)")
-    return tuple(described)
+def _compare_batch(path: Path, keys: list[str], expected: dict[str, Any], described: dict[str, str]) -> dict[str, Any]:
+    """The digests of ``keys`` in ``path``; each that differs from ``expected`` described. The batch's mapping
+    closes when its tensors go, on return."""
+    from safetensors import safe_open
+
+    from converters.hub_layout import digests
+
+    with safe_open(path, "pt") as weights:
+        found = {key: weights.get_tensor(key) for key in keys}
+    for key, theirs in found.items():
+        if key in expected and (why := difference(key, theirs, expected[key])) is not None:
+            described[key] = why
+    return digests(found)
+
+
+def difference(key: str, theirs: Any, tensor: Any) -> str | None:
+    """How a directory's tensor differs from what the converter writes: dtype, shape, or its largest difference."""
+    if theirs.dtype != tensor.dtype or theirs.shape != tensor.shape:
+        return (
+            f"{key} is {theirs.dtype} {tuple(theirs.shape)}, the converter writes {tensor.dtype} {tuple(tensor.shape)}"
+        )
+    if not theirs.equal(tensor):
+        largest = (theirs.double() - tensor.double()).abs().max().item()
+        return f"{key} differs from what the converter writes by {largest:.3g} (largest difference)"
+    return None
 
 
 # -- fixtures: the generic pipeline, step by step -----------------------------------------------------------------
@@ -301,8 +334,8 @@ def prepared(
     tied = frozenset(mapping.tied_keys(mapping.depths(source.tensors)))
     if conversion.verifying:
         expected = conversion.written(source, target, converted)
-        found = read_weights(conversion.staging)
-        return Staged(digests(found), {}, tied, differences(found, expected))
+        held, differing = compared(conversion.staging, expected)
+        return Staged(held, {}, tied, differing)
     try:
         written = conversion.write(source, target, converted, conversion.staging)
     except Exception as error:  # a full disk, an unwritable directory: the cause, not a traceback

@@ -8,6 +8,7 @@ tested is the wheel: its commands, its modules, its data files.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -29,8 +30,14 @@ pytestmark = [pytest.mark.interpreter, pytest.mark.process]
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fresh environment's bin directory."""
     work = tmp_path_factory.mktemp("install")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(work), str(ROOT)],
-                   check=True)  # fmt: skip
+    # Built from a copy of what the package is made of: pip builds in the source tree, and setuptools' build/
+    # and egg-info would be left in the checkout (and raced over by two tox environments running at once).
+    source = work / "source"
+    shutil.copytree(ROOT / "converters", source / "converters", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(work), str(source)]
+    subprocess.run(build, check=True)
     (wheel,) = work.glob("audio_checkpoint_converters-*.whl")
     environment = work / "venv"
     venv.create(environment, with_pip=True)
