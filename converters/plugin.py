@@ -14,9 +14,10 @@ A manifest is TOML, one ``[[conversion]]`` table per converted directory::
 
 Relative paths are relative to the manifest. Each entry's checks become test items
 (``MANIFEST::NAME::CHECK``, JUnit class ``MANIFEST.NAME``); an entry's verification runs once in a process, at its
-first item, and a failing entry leaves the others running. Under pytest-xdist, an entry's items are one
-``xdist_group``, and ``--dist loadgroup`` is the default (a ``--dist`` of the user's own is kept), so that
-entries are spread across the workers and each checkpoint is read by one of them.
+first item, and a failing entry leaves the others running; one refused before its checks ran fails once, at
+its first check, the others not run. Under pytest-xdist ``--dist loadscope`` is the default (a ``--dist`` of
+the user's own is kept): an entry's items are one scope, so entries are spread across the workers and each
+checkpoint is read by one of them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENTRY_KEYS = {"name", "format", "model"}  # beside the converter's own options, by their manifest keys
+MANIFEST = pytest.StashKey[Path]()  # the manifest --conversions names
+COLLECTED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,38 +50,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("conversions") is None:
-        return
-    config.addinivalue_line("markers", "xdist_group(name): the items pytest-xdist keeps on one worker")
-    config.addinivalue_line("markers", "check(order, mode): a conversion check (read off its module, not run here)")
-    given = config.invocation_params.args
-    user_chose = any(arg == "--dist" or arg.startswith(("--dist=", "-d")) for arg in given)
-    if getattr(config.option, "dist", "no") == "load" and not user_chose:
-        config.option.dist = "loadgroup"  # xdist's own grouping: an entry's checks on one worker
-
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     manifest = config.getoption("conversions")
     if manifest is None:
         return
     path = Path(manifest).absolute()
     if not path.is_file():
         raise pytest.UsageError(f"--conversions {manifest}: no such file")
-    collector = Manifest.from_parent(session, path=path)
-    try:
-        entries = list(collector.collect())
-    except pytest.Collector.CollectError as error:
-        items.append(Broken.from_parent(collector, name="manifest", cause=str(error)))
-        return
-    for entry in entries:
-        try:
-            items.extend(entry.collect())
-        except pytest.Collector.CollectError as error:  # this entry only: the others still run
-            items.append(Broken.from_parent(entry, name="entry", cause=str(error)))
+    config.stash[MANIFEST] = path
+    # collected as pytest collects a file it is given, beside whatever else the run collects (pytest's count
+    # of collected items, -k, --collect-only and deselection see the entries' checks)
+    config.args.append(str(path))
+    config.addinivalue_line("markers", "xdist_group(name): the items pytest-xdist keeps on one worker")
+    config.addinivalue_line("markers", "check(order, mode): a conversion check (read off its module, not run here)")
+    given = config.invocation_params.args
+    user_chose = any(arg == "--dist" or arg.startswith(("--dist=", "-d")) for arg in given)
+    if getattr(config.option, "dist", "no") == "load" and not user_chose:
+        # An entry's checks on one worker: ``loadscope`` schedules by the node id up to its last ``::``, which
+        # is ``MANIFEST::ENTRY``. (``loadgroup`` and the ``xdist_group`` marks its items also carry stopped
+        # grouping on pytest 9.2, whose node ids xdist 3.8 can no longer suffix: pytest-xdist issue 1386.)
+        config.option.dist = "loadscope"
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Manifest | None:
+    config = parent.config
+    if config.stash.get(MANIFEST, None) != file_path or config.stash.get(COLLECTED, False):
+        return None
+    config.stash[COLLECTED] = True  # once, whether pytest reaches it as an argument or inside a directory
+    return Manifest.from_parent(parent, path=file_path)
 
 
 class Manifest(pytest.File):
-    def collect(self) -> Iterator[Entry]:
+    def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
+        """Its entries; a manifest that cannot be read is one failing item that says why (not a collection
+        error, which would stop the user's whole run)."""
+        try:
+            yield from self.entries()
+        except pytest.Collector.CollectError as error:
+            yield Broken.from_parent(self, name="manifest", cause=str(error))
+
+    def entries(self) -> Iterator[Entry]:
         try:
             document = tomllib.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
@@ -102,6 +112,7 @@ class Entry(pytest.Collector):
         super().__init__(**kwargs)
         self.table, self.number = table, number
         self._run: Any = None
+        self.refused_at: str | None = None  # the check that reported the entry's refusal (its first)
 
     def options(self) -> tuple[Any, dict[str, Any]]:
         from converters import registry
@@ -141,11 +152,16 @@ class Entry(pytest.Collector):
         options["verify"] = str(verified) if verified.exists() else str(table["model"])  # else a cached hub name
         return converter, options
 
-    def collect(self) -> Iterator[Check]:
+    def collect(self) -> Iterator[pytest.Item]:
+        """The entry's checks; an entry that cannot be read is one failing item, and the others still run."""
         from converters.cli import checks_modules
         from converters.session import check_names
 
-        converter, _ = self.options()
+        try:
+            converter, _ = self.options()
+        except self.CollectError as error:
+            yield Broken.from_parent(self, name="entry", cause=str(error))
+            return
         for check in check_names(checks_modules(converter), "verify"):
             item = Check.from_parent(self, name=check)
             item.add_marker(pytest.mark.xdist_group(name=f"{self.path.name}::{self.name}"))
@@ -189,8 +205,12 @@ class Check(pytest.Item):
     """One check of an entry's verification, reported as the entry's session found it."""
 
     def runtest(self) -> None:
-        run = self.parent.result()  # type: ignore[union-attr]
-        if run.result is None:  # refused before any check ran, or broke
+        entry: Entry = self.parent  # type: ignore[assignment]
+        run = entry.result()
+        if run.result is None:  # refused before any check ran, or broke: said once, by the entry's first check
+            if entry.refused_at is not None:
+                pytest.skip(f"not run (the entry was refused: see {entry.refused_at})")
+            entry.refused_at = self.name
             raise CheckFailed(run.message)
         outcome = next((o for o in run.result.outcomes if o.check == self.name), None)
         if outcome is None:

@@ -58,7 +58,7 @@ def inline_run(pytester: pytest.Pytester, project: Path, *arguments: str) -> sub
 def project(ast_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's project: an original checkpoint, two directories converted from it, the manifest listing them.
     One was converted right (eps 1e-6), the other as the hub's configs are (eps 1e-12); a third entry has a
-    typo in its format."""
+    typo in its format, a fourth names a directory that is not there."""
     project = tmp_path_factory.mktemp("project")
     (project / "originals").mkdir(parents=True)
     checkpoint = project / "originals" / "audioset_10_10_0.4593.pth"
@@ -69,7 +69,7 @@ def project(ast_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPa
     entries = [
         f'[[conversion]]\nname = "{name}"\nformat = "{form}"\ncheckpoint = "{original}"\n'
         f'model = "converted/{name}"\nmodel_name = "{TENTEN.name}"\n'
-        for name, form in (("right", "ast"), ("hub-eps", "ast"), ("typo", "astt"))
+        for name, form in (("right", "ast"), ("hub-eps", "ast"), ("typo", "astt"), ("missing", "ast"))
     ]
     (project / "conversions.toml").write_text("\n".join(entries))
     return project
@@ -101,6 +101,12 @@ def assert_gated(result: subprocess.CompletedProcess[str], cases: dict[tuple[str
         "test_the_config_computes_what_the_original_computes"
     ]  # one failing entry leaves the other's checks running, and its own other checks
     assert by_entry(cases, "typo") == {"entry": "failed"}
+    # refused before its checks ran: said once, by its first check; the others are not run
+    missing = by_entry(cases, "missing")
+    assert missing.keys() == right.keys()
+    assert [name for name, outcome in missing.items() if outcome != "skipped"] == [next(iter(missing))]
+    assert missing[next(iter(missing))] == "failed"
+    assert result.stdout.count("--verify 'converted/missing' is neither a local directory") == 1, result.stdout
 
 
 def test_a_manifest_gates_on_every_entry_and_names_them(project: Path, pytester: pytest.Pytester) -> None:
@@ -112,9 +118,17 @@ def test_a_manifest_gates_on_every_entry_and_names_them(project: Path, pytester:
 @pytest.mark.interpreter
 def test_pytest_xdist_spreads_the_entries_and_finds_the_same(project: Path) -> None:
     """An entry's checks are one xdist group: each entry verified on one worker, its checkpoint read once there."""
-    result = pytest_run(project, "--conversions", "conversions.toml", "--junitxml", "two.xml", "-n", "2")
+    result = pytest_run(project, "--conversions", "conversions.toml", "--junitxml", "two.xml", "-n", "2", "-v")
     assert "2 workers" in result.stdout, result.stdout[-3000:]
     assert_gated(result, junit_cases(project / "two.xml"))
+    workers: dict[str, set[str]] = {}
+    for line in result.stdout.splitlines():  # "[gw1] [ 40%] PASSED conversions.toml::right::test_..."
+        fields = line.split()
+        if len(fields) >= 4 and fields[0].startswith("[gw") and fields[-1].startswith("conversions.toml::"):
+            workers.setdefault(fields[-1].split("::")[1], set()).add(fields[0])
+    assert set(workers) == {"right", "hub-eps", "typo", "missing"}, result.stdout[-3000:]
+    assert all(len(ran_on) == 1 for ran_on in workers.values()), workers
+    assert len(set().union(*workers.values())) == 2, workers  # spread across both
 
 
 def test_a_manifest_whose_entries_pass_exits_zero(project: Path, pytester: pytest.Pytester) -> None:
