@@ -39,9 +39,12 @@ def build(work: Path) -> Path:
         write_checkpoint(original, variant, FULL)
         converted = work / "converted" / variant.name
         shutil.rmtree(converted, ignore_errors=True)
+        converted.parent.mkdir(parents=True, exist_ok=True)
         command = [str(Path(sys.executable).with_name("convert-ast-checkpoint")), "--checkpoint_path", str(original)]
         command += ["--model_name", variant.name, "--pytorch_dump_folder_path", str(converted)]
-        subprocess.run(command, check=True, capture_output=True)
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"converting {variant.name} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
         entries.append(
             f'[[conversion]]\nname = "{variant.name}"\nformat = "ast"\ncheckpoint = "{original.relative_to(work)}"\n'
             f'model = "{converted.relative_to(work)}"\nmodel_name = "{variant.name}"\n'
