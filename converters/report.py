@@ -187,7 +187,7 @@ def plot(stages: Iterable[dict[str, Any]], path: Path, title: str) -> None:
     axes.set_xticks(positions, names, rotation=60, ha="right", fontsize=8)
     axes.set_ylabel("largest absolute difference")
     axes.set_title(title)
-    axes.legend(loc="upper left")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the plot: no mark under it
     axes.grid(True, axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
