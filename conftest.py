@@ -31,8 +31,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # Tests must not depend on what a developer's Hugging Face cache holds, nor reach for the network;
 # set before transformers is imported, and inherited by the commands the tests run.
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-empty-")
-atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
+if "CONVERTERS_TEST_HF_HOME" not in os.environ:  # the run's first process; its xdist workers and forks share it
+    os.environ["CONVERTERS_TEST_HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-empty-")
+    atexit.register(shutil.rmtree, os.environ["CONVERTERS_TEST_HF_HOME"], ignore_errors=True)
+os.environ["HF_HOME"] = os.environ["CONVERTERS_TEST_HF_HOME"]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
