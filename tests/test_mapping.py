@@ -175,6 +175,7 @@ def test_the_inverse_undoes_every_operation_exactly() -> None:
 @pytest.mark.parametrize(("op", "shape", "cause"), [
     (Transpose(0, 2), (3, 4), r"has shape \(3, 4\), which has no dimension to transpose"),
     (Squeeze(0), (3, 4), r"has shape \(3, 4\), not size 1 in dimension 0"),
+    (Squeeze(2), (3, 1), r"has shape \(3, 1\), not size 1 in dimension 2"),  # no such dimension
 ])  # fmt: skip
 def test_an_operation_refuses_a_shape_it_cannot_take(op: object, shape: tuple[int, ...], cause: str) -> None:
     rule = Rename("x", "y", op)  # type: ignore[arg-type]
@@ -205,3 +206,26 @@ def test_key_difference_names_three_of_each_side_at_most() -> None:
     )
     assert key_difference({"k0"}, {"k0", "k1"}) == "missing ['k1']"
     assert key_difference({"k0", "k9"}, {"k0"}) == "unexpected ['k9']"
+
+
+def test_depths_are_the_deepest_index_whatever_order_the_keys_come_in() -> None:
+    layers_backwards = {f"blocks.{n}.qkv": torch.randn(6, 2) for n in (2, 0, 1)}
+    layers_backwards |= {f"blocks.{n}.norm": torch.randn(2) for n in (2, 0, 1)}
+    assert MAPPING.depths({"a.weight": torch.randn(2, 2), **layers_backwards}) == {"n": 3}
+
+
+def test_a_tie_with_a_placeholder_ties_each_layer() -> None:
+    mapping = KeyMapping(
+        (Rename("dec.{d}.embed", "decoder.layers.{d}.embed"),),
+        ties=(Tie("decoder.layers.{d}.out", "decoder.layers.{d}.embed"),),
+    )
+    assert mapping.tied_keys({"d": 3}) == {f"decoder.layers.{d}.out" for d in range(3)}
+    converted = mapping.apply({f"dec.{d}.embed": torch.randn(2) for d in range(2)})
+    assert all(converted[f"decoder.layers.{d}.out"] is converted[f"decoder.layers.{d}.embed"] for d in range(2))
+
+
+def test_a_merge_maps_back_to_its_parts() -> None:
+    parts = {"q": torch.randn(2, 3), "k": torch.randn(2, 3), "v": torch.randn(2, 3)}
+    mapping = KeyMapping((Merge(("q", "k", "v"), "qkv"),))
+    back = mapping.inverse().apply(mapping.apply(parts))
+    assert back.keys() == parts.keys() and all(torch.equal(back[k], parts[k]) for k in parts)
