@@ -95,21 +95,27 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
 
 
+def block_pattern(name: str) -> re.Pattern[str]:
+    """README's block ``name``: its markers, and what stands between them (group 1)."""
+    begin, end = markers(name)
+    return re.compile(re.escape(begin) + r"\n(.*?)\n?" + re.escape(end), re.S)
+
+
 def readme_block(text: str, name: str) -> str:
     """README's copy of one block (between its markers)."""
-    begin, end = markers(name)
-    found = re.search(re.escape(begin) + r"\n(.*?)\n?" + re.escape(end), text, re.S)
+    found = block_pattern(name).search(text)
     if found is None:
-        raise LookupError(f"README.md has no {begin} ... {end} block")
+        raise LookupError("README.md has no {} ... {} block".format(*markers(name)))
     return found[1]
 
 
 def with_blocks(text: str, results: dict[str, Any]) -> str:
     for name, block in readme_blocks(results).items():
-        readme_block(text, name)  # refuse a README without the block
         begin, end = markers(name)
-        start, stop = text.index(begin) + len(begin), text.index(end)
-        text = text[:start] + "\n" + block + "\n" + text[stop:]
+        replaced = f"{begin}\n{block}\n{end}".replace("\\", "\\\\")  # a backslash in a table stays one
+        text, count = block_pattern(name).subn(replaced, text, count=1)
+        if count == 0:
+            raise LookupError(f"README.md has no {begin} ... {end} block")
     return text
 
 

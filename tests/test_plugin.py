@@ -117,7 +117,7 @@ def test_a_manifest_gates_on_every_entry_and_names_them(project: Path, pytester:
 @pytest.mark.process  # the workers are processes of their own: mutants live in this one
 @pytest.mark.interpreter
 def test_pytest_xdist_spreads_the_entries_and_finds_the_same(project: Path) -> None:
-    """An entry's checks are one xdist group: each entry verified on one worker, its checkpoint read once there."""
+    """An entry's checks are one xdist scope: each entry verified on one worker, its checkpoint read once there."""
     result = pytest_run(project, "--conversions", "conversions.toml", "--junitxml", "two.xml", "-n", "2", "-v")
     assert "2 workers" in result.stdout, result.stdout[-3000:]
     assert_gated(result, junit_cases(project / "two.xml"))
