@@ -17,3 +17,35 @@ def test_written_shapes_are_read_from_the_headers_without_allocating_the_data(tm
     shapes = written_shapes(tmp_path)
     assert {key: tuple(tensor.shape) for key, tensor in shapes.items()} == {"a": (2, 3), "b": (4,), "c": (1, 5, 6)}
     assert all(tensor.is_meta for tensor in shapes.values())
+
+
+def test_the_checks_are_listed_in_their_markers_order_across_modules_and_by_mode(tmp_path: Path) -> None:
+    from converters.session import check_names
+
+    generic, own = tmp_path / "generic.py", tmp_path / "own.py"
+    generic.write_text(
+        "import pytest\n"
+        "@pytest.mark.check(order=30)\ndef test_late(): pass\n"
+        "@pytest.mark.check(order=10)\ndef test_early(): pass\n"
+        "@pytest.mark.check(order=40, mode='verify')\ndef test_only_verifying(): pass\n"
+        "def helper(): pass\n"
+    )
+    own.write_text(
+        "import pytest\n@pytest.mark.check(order=20)\ndef test_own_in_between(): pass\ndef test_unmarked(): pass\n"
+    )
+    assert check_names([generic, own], "convert") == ["test_early", "test_own_in_between", "test_late", "test_unmarked"]
+    assert check_names([generic, own], "verify") == [
+        "test_early", "test_own_in_between", "test_late", "test_only_verifying", "test_unmarked",
+    ]  # fmt: skip
+
+
+def test_a_failures_one_line_cause_is_its_first_line_not_ending_in_a_colon_else_its_last() -> None:
+    from types import SimpleNamespace
+
+    from converters.session import _one_line
+
+    def failure(message: str) -> SimpleNamespace:
+        return SimpleNamespace(reprcrash=SimpleNamespace(message=message))
+
+    assert _one_line(failure("AssertionError: while mapping:\n  missing key 'x'\nmore")) == "missing key 'x'"
+    assert _one_line(failure("while mapping:\n  in the checkpoint:")) == "in the checkpoint:"
