@@ -1,0 +1,1 @@
+"""Developer tools: the mutation score, golden updates, S3PRL differences."""
