@@ -5,6 +5,8 @@ Parametrized over the registry: a converter registered later is covered without 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from converters import registry
@@ -22,7 +24,8 @@ def shown(converter: Converter) -> list[tuple[str, str]]:
         options.append((f"{option.flag} {metavar}", option.help))
     shared = [("--overwrite", SHARED_HELP["--overwrite"]), ("--push_to_hub REPO_ID", SHARED_HELP["--push_to_hub"]),
               ("--junitxml PATH", SHARED_HELP["--junitxml"]), ("--report DIR", SHARED_HELP["--report"]),
-              ("--verbose", SHARED_HELP["--verbose"])]  # fmt: skip
+              ("--verbose", SHARED_HELP["--verbose"]), ("--verify DIR", SHARED_HELP["--verify"]),
+              ("--fix-config OUT", SHARED_HELP["--fix-config"])]  # fmt: skip
     return options + shared
 
 
@@ -91,3 +94,28 @@ def test_the_help_says_every_options_default(name: str) -> None:
     for option in converter.options:
         assert option.required or "(default: " in option.help, option.flag
     assert all("(default: " in text for text in SHARED_HELP.values())
+
+
+@pytest.mark.parametrize("name", CONVERTERS)
+def test_fix_config_without_verify_is_an_argument_error_that_says_what_it_needs(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    converter = registry.get(name)
+    required = [part for option in converter.options if option.required for part in (option.flag, str(tmp_path))]
+    with pytest.raises(SystemExit) as exit_:
+        converter.main([*required, "--fix-config", str(tmp_path / "fixed")])
+    assert exit_.value.code == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "--fix-config writes a fixed copy of a directory --verify checks: give --verify DIR" in error
+
+
+def test_the_generic_command_reads_its_arguments_and_lists_the_formats_for_h(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from converters.cli import main
+
+    monkeypatch.setattr("sys.argv", ["convert-checkpoint", "-h"])
+    assert main() == 0
+    assert f"formats: ast ({registry.get('ast').command})" in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", ["convert-checkpoint"])
+    assert main() == 2
