@@ -203,3 +203,26 @@ def test_a_validators_refusal_comes_before_any_check_and_nothing_is_written(
     assert code == 1, error
     assert f"--checkpoint {checkpoint} is refused by the validator; nothing was written" in error
     assert not out.exists()
+
+
+def validator_with_a_bug(options: dict[str, Any]) -> None:
+    raise KeyError("a bug of the validator")
+
+
+def test_a_bug_outside_the_checks_is_an_internal_error_of_the_tool_with_its_traceback_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the log is written
+    checkpoint, out = tmp_path / "original.pt", tmp_path / "converted"
+    checkpoint.write_bytes(b"not read")
+    converter = converter_named("buggy", conversion=Unreadable, validate=f"{__name__}:validator_with_a_bug")
+    argv = ["--checkpoint", str(checkpoint), "--out", str(out)]
+    assert converter.main(argv) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "convert-buggy-checkpoint: internal error in convert-buggy-checkpoint: 'a bug of the validator';" in error
+    assert "nothing was written. This is a bug in the tool, not a fault of your files; the traceback is in" in error
+    (log,) = tmp_path.glob("convert-buggy-checkpoint-*.log")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == f"convert-buggy-checkpoint {' '.join(argv)}"
+    assert "internal error in convert-buggy-checkpoint" in lines and "KeyError: 'a bug of the validator'" in lines
+    assert not out.exists()
