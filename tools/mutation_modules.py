@@ -40,7 +40,8 @@ def statuses(results: str) -> dict[str, str]:
 
 def score(names: list[str], results: str) -> tuple[float, dict[str, str], int]:
     """The percentage caught (killed, or timed out) of ``names`` checked; those not caught; how many unchecked."""
-    listed = {name: status for name, status in statuses(results).items() if name in set(names)}
+    wanted = set(names)
+    listed = {name: status for name, status in statuses(results).items() if name in wanted}
     unchecked = sum(status == "not checked" for status in listed.values())
     left = {name: status for name, status in listed.items() if status not in ("not checked", "timeout")}
     checked = len(names) - unchecked
