@@ -263,7 +263,6 @@ class Run:
         changes = self.result.settings
         overwrite = bool(self.options.get("overwrite"))
         check_target(self.target, overwrite)
-        check_report_dir(self.options.get("report"), self.target)
         clean_stale(self.target)
         staging = make_staging(self.target)
         try:
@@ -291,6 +290,7 @@ class Run:
         overwrite = bool(self.options.get("overwrite"))
         staging: Path | None = None
         try:
+            check_report_dir(self.options.get("report"), self.target)  # first: any later refusal is reported there
             references = check_references(self.converter)
             check_inputs(self.converter, self.options)
             validate = validator(self.converter)
@@ -300,7 +300,6 @@ class Run:
                 self.verify(references)
                 return
             check_target(self.target, overwrite)
-            check_report_dir(self.options.get("report"), self.target)
             clean_stale(self.target)
             try:
                 staging = make_staging(self.target)
@@ -329,6 +328,10 @@ class Run:
         directory = self.options.get("report")
         if directory is None:
             return
+        try:
+            check_report_dir(directory, self.target)
+        except ConversionError:
+            return  # the run was refused for it before anything ran: nothing is written there either
         inputs = [
             report.digest(Path(value))
             for option in self.converter.options

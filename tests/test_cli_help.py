@@ -106,7 +106,8 @@ def test_fix_config_without_verify_is_an_argument_error_that_says_what_it_needs(
         converter.main([*required, "--fix-config", str(tmp_path / "fixed")])
     assert exit_.value.code == 2
     error = " ".join(capsys.readouterr().err.split())
-    assert "--fix-config writes a fixed copy of a directory --verify checks: give --verify DIR" in error
+    needs = "--fix-config writes a fixed copy of a directory --verify checks: give --verify DIR"
+    assert error.endswith(f"{converter.command}: error: {needs}")
 
 
 def test_the_generic_command_reads_its_arguments_and_lists_the_formats_for_h(
