@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import sys
+import types
 from pathlib import Path
+
+import pytest
 
 from tools.mutation_modules import mutants_of, score
 
@@ -21,3 +26,23 @@ def test_a_modules_score_is_what_was_caught_of_its_checked_mutants(tmp_path: Pat
         "    converters.other.x_g__mutmut_1: survived\n"
     )
     assert score(names, results) == (50.0, {"converters.toy.x_f__mutmut_2": "survived"}, 1)
+
+
+def test_before_any_run_the_mutants_are_those_mutmut_makes_of_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "converters" / "toy.py"
+    source.parent.mkdir()
+    source.write_text("def f(a):\n    return a + 1\n")
+    made: list[tuple[str, Path]] = []
+
+    def write_all_mutants_to_file(*, out: io.StringIO, source: str, filename: Path) -> None:  # mutmut's step
+        made.append((source, filename))
+        out.write("def x_f__mutmut_orig(a):\n    return a + 1\ndef x_f__mutmut_1(a):\n    return a - 1\n")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(
+        sys.modules, "mutmut.__main__", types.SimpleNamespace(write_all_mutants_to_file=write_all_mutants_to_file)
+    )
+    assert mutants_of("converters.toy", tmp_path / "no-run-yet") == ["converters.toy.x_f__mutmut_1"]
+    assert made == [("def f(a):\n    return a + 1\n", Path("converters/toy.py"))]

@@ -2,7 +2,7 @@
 
 A whole run takes hours on 2 cores; one module's mutants, or a sample of a large module's, take minutes:
 
-    python tools/mutation_modules.py sample converters.cli 100 > names.txt   # after `mutmut run` built mutants/
+    python tools/mutation_modules.py sample converters.cli 100 > names.txt
     tox -e mutation -- $(cat names.txt)
     python tools/mutation_modules.py score converters.cli --names names.txt
 
@@ -13,6 +13,7 @@ survivors and mutants no test reaches count against it. mutmut's own total is th
 from __future__ import annotations
 
 import argparse
+import io
 import random
 import re
 import subprocess
@@ -23,9 +24,21 @@ MUTANT = re.compile(r"def (x\S*?__mutmut_\d+)\(")
 
 
 def mutants_of(module: str, mutants: Path = Path("mutants")) -> list[str]:
-    """Every mutant's name in ``module`` (dotted), as mutmut names it, sorted."""
-    text = (mutants / Path(*module.split("."))).with_suffix(".py").read_text(encoding="utf-8")
+    """Every mutant's name in ``module`` (dotted), as mutmut names it, sorted: read off the module mutmut
+    wrote into ``mutants``, or, before any run wrote it, off the module mutmut makes of the source."""
+    path = Path(*module.split(".")).with_suffix(".py")
+    written = mutants / path
+    text = written.read_text(encoding="utf-8") if written.is_file() else mutated(path)
     return sorted({f"{module}.{name}" for name in MUTANT.findall(text)})
+
+
+def mutated(path: Path) -> str:
+    """The module with every mutant mutmut makes of it, as ``mutmut run`` writes it (without running any)."""
+    from mutmut.__main__ import write_all_mutants_to_file  # mutmut 3's own step; no public API does this
+
+    out = io.StringIO()
+    write_all_mutants_to_file(out=out, source=path.read_text(encoding="utf-8"), filename=path)
+    return out.getvalue()
 
 
 def statuses(results: str) -> dict[str, str]:
