@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import struct
 import sys
 import termios
@@ -36,6 +37,7 @@ OPTIONS = (
     Option("--checkpoint", "the source", role=Role.SOURCE, required=True),
     Option("--labels", "a file the conversion reads", role=Role.INPUT),
     Option("--name", "a value", role=Role.VALUE),
+    Option("--base", "a model directory", role=Role.MODEL),
     Option("--out", "the output", role=Role.OUTPUT, required=True),
 )
 
@@ -242,6 +244,17 @@ def test_a_fixed_copy_that_cannot_be_written_is_refused_naming_the_cause_and_not
     assert run.verified == [] and sorted(p.name for p in tmp_path.iterdir()) == ["written"]
 
 
+def test_a_fixed_copy_replaces_a_directory_only_with_overwrite(written: Path, tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed"
+    fixed.mkdir()
+    (fixed / "kept.txt").write_text("a file of the directory there")
+    with pytest.raises(ConversionError, match="--overwrite"):
+        Fixing(written, fixed).fix(written, [])
+    assert sorted(p.name for p in fixed.iterdir()) == ["kept.txt"]
+    Fixing(written, fixed, overwrite=True).fix(written, [])
+    assert sorted(p.name for p in fixed.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+
+
 def test_a_report_directory_inside_the_fixed_copy_is_refused_before_the_directory_is_verified(
     written: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -331,24 +344,37 @@ def test_a_console_script_ends_its_process_with_the_commands_exit_code(monkeypat
     assert ended == [3]
 
 
-def test_a_sessions_loader_remembers_the_archives_it_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import converters.session
-
-    given: list[Conversion] = []
-
-    def run_checks(modules: list[Path], conversion: Conversion, **settings: Any) -> Any:
-        given.append(conversion)
-        raise ConversionError("stopped after the conversion was made")
-
-    monkeypatch.setattr(converters.session, "run_checks", run_checks)
-    run = Run(CONVERTER, options_of(out=tmp_path / "out"), [])
-    with pytest.raises(ConversionError):
-        run.session(tmp_path, [])
-    (conversion,) = given
-    checked: list[Path] = []
-    monkeypatch.setattr("converters.safe_load.check_archive", checked.append)
+def test_a_session_is_given_the_runs_settings_and_its_loader_remembers_the_archives_it_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
+    import converters.session
+    from converters.session import GENERIC_CHECKS, Outcome, SessionResult
+
+    given: list[tuple[list[Path], Conversion, dict[str, Any]]] = []
+    note = "a note long enough to be wrapped: " + " ".join(["word"] * 30)
+
+    def run_checks(modules: list[Path], conversion: Conversion, **settings: Any) -> SessionResult:
+        given.append((modules, conversion, settings))
+        return SessionResult(0, [Outcome("test_a_check", "passed")], notes=[note])
+
+    monkeypatch.setattr(converters.session, "run_checks", run_checks)
+    converter = Converter(**{**vars(CONVERTER), "ignore_warnings": ("ignore::UserWarning",)})
+    run = Run(converter, options_of(out=tmp_path / "out", verbose=True, junitxml=tmp_path / "j.xml"), [])
+    run.session(tmp_path / "staging", ["dist 1.0"])
+    ((modules, conversion, settings),) = given
+    assert modules == [GENERIC_CHECKS] and conversion.staging == tmp_path / "staging"
+    assert settings == {"junitxml": tmp_path / "j.xml", "suite": "run conversion",
+                        "ignore_warnings": ("ignore::UserWarning",), "verbose": True, "progress": None}  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+    assert "test_a_check  passed" in printed
+    start = printed.index(next(line for line in printed if line.startswith("a note long")))
+    assert printed[start + 1].startswith("      word") and printed[-1] == "reference: dist 1.0"
+    assert " ".join(line.strip() for line in printed[start:-1]) == note
+
+    checked: list[Path] = []
+    monkeypatch.setattr("converters.safe_load.check_archive", checked.append)
     torch.save({"w": torch.ones(2)}, tmp_path / "a.pt")
     conversion.loader.load(tmp_path / "a.pt")
     conversion.loader.load(tmp_path / "a.pt")
@@ -361,3 +387,76 @@ def test_every_path_option_is_parsed_as_a_path(tmp_path: Path) -> None:
     paths = ("checkpoint", "labels", "fix_config", "junitxml", "report")
     assert {name: type(options[name]) for name in paths} == {name: type(Path()) for name in paths}
     assert options["verify"] == "written"  # a directory or a hub name: resolved later
+
+
+@pytest.mark.parametrize("given", [["--out", "out"], ["--push_to_hub", "user/model"]])
+def test_verifying_with_an_output_or_a_push_is_an_argument_error(
+    given: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(CONVERTER, ["--checkpoint", "a.pt", "--verify", "written", *given])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "convert-run-checkpoint: error: --verify checks a directory and writes nothing: --out and --push_to_hub "
+        "have no place here"
+    )
+
+
+def test_a_model_that_is_neither_a_directory_nor_cached_is_refused_naming_its_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "original.pt"
+    checkpoint.write_bytes(b"not read")
+    base = tmp_path / "nowhere"
+    assert CONVERTER.main(["--checkpoint", str(checkpoint), "--base", str(base), "--out", str(tmp_path / "out")]) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert error == (f"convert-run-checkpoint: error: --base {str(base)!r} is neither a local directory nor in the "
+                     "local Hugging Face cache; nothing was written")  # fmt: skip
+
+
+def test_a_converters_own_checks_are_modules_by_name_or_files_by_path_after_the_generic_ones(tmp_path: Path) -> None:
+    import converters.ast.checks
+    from converters.session import GENERIC_CHECKS
+
+    own = tmp_path / "own_checks.py"
+    converter = Converter(**{**vars(CONVERTER), "checks": ("converters.ast.checks", str(own))})
+    assert cli.checks_modules(converter) == [GENERIC_CHECKS, Path(converters.ast.checks.__file__), own]
+
+
+def test_an_internal_errors_log_says_what_ran_when_with_which_versions_and_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    log = cli.log_internal_error("convert-run-checkpoint", ["--checkpoint", "a.pt"], "check test_x", "Traceback: ...")
+    assert log.parent == tmp_path and log.name.startswith("convert-run-checkpoint-") and log.suffix == ".log"
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "convert-run-checkpoint --checkpoint a.pt"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", lines[1]), lines[1]
+    assert lines[2].startswith("python ") and " torch " in lines[2]
+    assert lines[3:] == ["", "internal error in check test_x", "", "Traceback: ..."]
+
+
+def test_a_written_output_is_pushed_once_and_a_failed_push_is_a_refusal_naming_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pushed: list[tuple[Path, str]] = []
+    monkeypatch.setattr(cli, "push", lambda directory, repo_id: pushed.append((directory, repo_id)))
+    out = tmp_path / "out"
+    run = Run(CONVERTER, options_of(out=out, push_to_hub="user/model"), [])
+    run.code, run.message = REFUSED, "refused"
+    run.push()
+    assert pushed == [] and run.message == "refused"
+    run.code, run.message = WRITTEN, f"convert-run-checkpoint: wrote {out}"
+    run.push()
+    assert pushed == [(out, "user/model")] and run.code == WRITTEN
+    assert run.message == f"convert-run-checkpoint: wrote {out}\nconvert-run-checkpoint: pushed {out} to user/model"
+
+    def unauthorized(directory: Path, repo_id: str) -> None:
+        raise RuntimeError("401 Client Error: Unauthorized\nmore of the response")
+
+    monkeypatch.setattr(cli, "push", unauthorized)
+    run.code, run.message = WRITTEN, "wrote it"
+    run.push()
+    assert run.code == REFUSED
+    assert run.message == (f"convert-run-checkpoint: error: {out} was written, but pushing it to user/model failed: "
+                           "401 Client Error: Unauthorized")  # fmt: skip

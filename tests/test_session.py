@@ -185,3 +185,36 @@ def test_a_check_that_cannot_run_says_which_check_it_needs_and_a_bug_is_no_refus
     assert result.internal is not None and result.internal.check == "test_a_bug"
     assert "Traceback" in result.internal.details or "raise RuntimeError" in result.internal.details
     assert result.cause == "check test_first_uses_it failed: the source is refused"
+
+
+ORDERED = """
+import pytest
+
+@pytest.mark.check(order=60)
+def test_late():
+    pass
+
+def test_unmarked():
+    pass
+
+@pytest.mark.check(order=50)
+def test_at_fifty():
+    pass
+
+@pytest.mark.check(order=10)
+def test_first():
+    pass
+"""
+
+
+def test_checks_run_in_their_markers_order_an_unmarked_one_at_fifty_and_progress_is_told_each_as_it_starts(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from converters.session import check_names
+
+    checks = checks_module(tmp_path, request, ORDERED)
+    told: list[str] = []
+    result = run_checks(checks, object(), progress=told.append, verbose=False)
+    run = ["test_first", "test_unmarked", "test_at_fifty", "test_late"]  # definition order within an order
+    assert [o.check for o in result.outcomes] == run == check_names([checks], "convert")
+    assert told == [f"checking {i}/4: {name}" for i, name in enumerate(run, 1)] + [""]
