@@ -191,6 +191,7 @@ ORDERED = """
 import pytest
 
 @pytest.mark.check(order=60)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the marker nearest the check: not its place
 def test_late():
     pass
 
