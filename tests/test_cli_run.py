@@ -381,6 +381,140 @@ def test_a_session_is_given_the_runs_settings_and_its_loader_remembers_the_archi
     assert checked == [tmp_path / "a.pt"]  # checked once, as the session reads its source more than once
 
 
+def sessions_ending(monkeypatch: pytest.MonkeyPatch, result: Any) -> list[tuple[Conversion, dict[str, Any]]]:
+    """Every session from now on ends with ``result``; the conversions and settings they were given."""
+    import converters.session
+
+    given: list[tuple[Conversion, dict[str, Any]]] = []
+
+    def run_checks(modules: list[Path], conversion: Conversion, **settings: Any) -> Any:
+        given.append((conversion, settings))
+        return result
+
+    monkeypatch.setattr(converters.session, "run_checks", run_checks)
+    return given
+
+
+def test_a_session_verifying_a_directory_is_given_it_as_the_directory_verified(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from converters.session import Outcome, SessionResult
+
+    given = sessions_ending(monkeypatch, SessionResult(0, [Outcome("test_a_check", "passed")]))
+    run = Run(CONVERTER, options_of(verify=str(tmp_path / "written")), [])
+    run.session(tmp_path / "written", [], verify=tmp_path / "written")
+    run.session(tmp_path / "staging", [])
+    (verifying, _), (converting, _) = given
+    assert verifying.options["verify"] == tmp_path / "written" and verifying.verifying
+    assert converting.options["verify"] is None and not converting.verifying
+
+
+def test_on_a_terminal_a_session_is_given_a_status_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from converters.session import Outcome, SessionResult
+
+    given = sessions_ending(monkeypatch, SessionResult(0, [Outcome("test_a_check", "passed")]))
+    read, write = os.pipe()
+    try:
+        monkeypatch.setattr(sys, "stderr", Terminal(write))
+        Run(CONVERTER, options_of(out=tmp_path / "out"), []).session(tmp_path / "staging", [])
+        ((_, settings),) = given
+        settings["progress"]("checking 1/9: test_a_check")
+        assert os.read(read, 1000) == b"\r\x1b[Kchecking 1/9: test_a_check"
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_a_failed_checks_details_are_printed_beneath_the_table_and_the_run_is_refused_with_its_cause(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from converters.session import Outcome, SessionResult
+
+    outcomes = [Outcome("test_passing", "passed", details="a passing check's text: not shown"),
+                Outcome("test_outputs", "failed", "they differ", details="the locator's table")]  # fmt: skip
+    sessions_ending(monkeypatch, SessionResult(1, outcomes))
+    with pytest.raises(ConversionError, match=r"^check test_outputs failed: they differ$"):
+        Run(CONVERTER, options_of(out=tmp_path / "out"), []).session(tmp_path / "staging", [])
+    printed = capsys.readouterr().out
+    assert printed.endswith("\n\nthe locator's table\n") and "not shown" not in printed
+
+
+def test_a_bug_in_a_check_is_an_internal_error_naming_the_check_its_log_holding_the_sessions_report(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from converters.session import Outcome, SessionResult
+
+    bug = Outcome("test_reference", "internal error", "KeyError: 'layer'", details="Traceback (most recent ...)")
+    sessions_ending(monkeypatch, SessionResult(2, [Outcome("test_read", "passed"), bug], output="pytest's report"))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "logs"))
+    (tmp_path / "logs").mkdir()
+    checkpoint, out = tmp_path / "original.pt", tmp_path / "out"
+    checkpoint.write_bytes(b"not read")
+    assert CONVERTER.main(["--checkpoint", str(checkpoint), "--out", str(out)]) == INTERNAL
+    (log,) = (tmp_path / "logs").iterdir()
+    assert " ".join(capsys.readouterr().err.split()) == (
+        "convert-run-checkpoint: internal error in check test_reference: KeyError: 'layer'; nothing was written. "
+        f"This is a bug in the tool or a reference implementation, not a fault of your files; the traceback is in {log}"
+    )
+    assert log.read_text(encoding="utf-8").endswith("Traceback (most recent ...)\n\npytest's report\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "original.pt"]  # no output, no staging
+
+
+def test_a_staging_directory_that_cannot_be_made_is_refused_naming_the_cause_and_where(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refused(target: Path) -> Path:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("converters.output.make_staging", refused)
+    checkpoint = tmp_path / "original.pt"
+    checkpoint.write_bytes(b"not read")
+    assert CONVERTER.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == REFUSED
+    assert " ".join(capsys.readouterr().err.split()) == (
+        f"convert-run-checkpoint: error: permission denied while creating a staging directory in {tmp_path}; "
+        "nothing was written"
+    )
+
+
+def test_an_input_that_cannot_be_read_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "original.pt"
+    checkpoint.write_bytes(b"not read")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a file mode 000 (root reads any file)
+    assert CONVERTER.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == REFUSED
+    assert " ".join(capsys.readouterr().err.split()) == (
+        f"convert-run-checkpoint: error: --checkpoint {checkpoint}: cannot be read (permission denied); nothing was "
+        "written"
+    )
+
+
+def test_a_command_without_arguments_given_reads_the_processs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.pt"
+    monkeypatch.setattr(sys, "argv", ["convert-run-checkpoint", "--checkpoint", str(missing), "--out", "out"])
+    assert cli.run(CONVERTER) == REFUSED
+    assert f"--checkpoint {missing}: no such file" in " ".join(capsys.readouterr().err.split())
+
+
+class ClosedPipe:
+    def flush(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_a_console_script_ends_with_its_commands_code_even_when_its_output_cannot_be_flushed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ended: list[int] = []
+    monkeypatch.setattr(os, "_exit", ended.append)
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    cli.exit_now(1)
+    monkeypatch.setattr(cli, "main", lambda: 2)
+    cli.script()
+    assert ended == [1, 2]
+
+
 def test_every_path_option_is_parsed_as_a_path(tmp_path: Path) -> None:
     options = cli.parse(CONVERTER, ["--checkpoint", "a.pt", "--labels", "l.csv", "--verify", "written", "--fix-config",
                                     "fixed", "--junitxml", "j.xml", "--report", "report"])  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.session import Outcome, SessionResult, _one_line, run_checks
+from converters.session import PLUGIN, ConversionPlugin, Outcome, SessionResult, _one_line, require, run_checks
 
 
 def checks_module(tmp_path: Path, request: pytest.FixtureRequest, text: str) -> Path:
@@ -202,6 +202,10 @@ def test_unmarked():
 def test_at_fifty():
     pass
 
+@pytest.mark.check(mode="convert")
+def test_marked_without_an_order():
+    pass
+
 @pytest.mark.check(order=10)
 def test_first():
     pass
@@ -216,6 +220,36 @@ def test_checks_run_in_their_markers_order_an_unmarked_one_at_fifty_and_progress
     checks = checks_module(tmp_path, request, ORDERED)
     told: list[str] = []
     result = run_checks(checks, object(), progress=told.append, verbose=False)
-    run = ["test_first", "test_unmarked", "test_at_fifty", "test_late"]  # definition order within an order
+    # at 50 without an order, in definition order within an order
+    run = ["test_first", "test_unmarked", "test_at_fifty", "test_marked_without_an_order", "test_late"]
     assert [o.check for o in result.outcomes] == run == check_names([checks], "convert")
-    assert told == [f"checking {i}/4: {name}" for i, name in enumerate(run, 1)] + [""]
+    assert told == [f"checking {i}/5: {name}" for i, name in enumerate(run, 1)] + [""]
+
+
+def test_a_failures_text_beyond_its_cause_line_is_kept_as_its_details_indentation_and_all(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    text = "def test_outputs():\n    raise AssertionError('they differ\\n   stage  difference\\n   logits 0.5\\n')\n"
+    result = run_checks(checks_module(tmp_path, request, text), object(), verbose=False)
+    ((check, outcome, cause, details),) = [(o.check, o.result, o.cause, o.details) for o in result.outcomes]
+    assert (check, outcome, cause) == ("test_outputs", "failed", "they differ")
+    assert details == "   stage  difference\n   logits 0.5"
+
+
+class Stash:
+    def __init__(self, plugin: ConversionPlugin) -> None:
+        self.config = type("Config", (), {"stash": {PLUGIN: plugin}})()
+
+
+@pytest.mark.parametrize(("order", "stops"), [(49.0, True), (50.0, False), (51.0, False)])
+def test_a_stage_stops_only_for_a_check_before_it_that_did_not_pass(order: float, stops: bool) -> None:
+    plugin = ConversionPlugin(object())
+    plugin.order = {"test_earlier": 10.0, "test_refused": order}
+    plugin.outcomes = {"test_earlier": Outcome("test_earlier", "passed"),
+                       "test_refused": Outcome("test_refused", "failed", "refused")}  # fmt: skip
+    try:  # the stop is a skip: uncaught here, it would skip this test rather than fail it
+        require(Stash(plugin), 50)  # type: ignore[arg-type]
+        stopped = None
+    except pytest.skip.Exception as error:
+        stopped = error.msg
+    assert stopped == ("needs test_refused" if stops else None)
