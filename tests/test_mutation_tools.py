@@ -46,3 +46,20 @@ def test_before_any_run_the_mutants_are_those_mutmut_makes_of_the_source(
     )
     assert mutants_of("converters.toy", tmp_path / "no-run-yet") == ["converters.toy.x_f__mutmut_1"]
     assert made == [("def f(a):\n    return a + 1\n", Path("converters/toy.py"))]
+
+
+def test_a_sample_draws_from_none_of_the_excluded_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools.mutation_modules import main
+
+    module = tmp_path / "mutants" / "converters" / "toy.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("".join(f"def x_f__mutmut_{i}(a):\n    pass\n" for i in range(1, 7)))
+    (tmp_path / "earlier.txt").write_text("converters.toy.x_f__mutmut_2\nconverters.toy.x_f__mutmut_5\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", "converters.toy", "10", "--seed", "3", "--exclude", "earlier.txt"]) == 0
+    drawn = capsys.readouterr().out.split()
+    assert sorted(drawn) == [f"converters.toy.x_f__mutmut_{i}" for i in (1, 3, 4, 6)]
+    assert main(["sample", "converters.toy", "2", "--seed", "3"]) == 0
+    assert len(set(capsys.readouterr().out.split())) == 2

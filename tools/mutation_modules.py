@@ -68,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("module")
     sample.add_argument("n", type=int)
     sample.add_argument("--seed", type=int, default=14)
+    sample.add_argument("--exclude", type=Path, nargs="*", default=[], help="drawn from none of these (samples' files)")
     scored = commands.add_parser("score", help="the module's score from `mutmut results`")
     scored.add_argument("module")
     scored.add_argument("--names", type=Path, help="score these mutants only (a sample's file)")
     args = parser.parse_args(argv)
     names = mutants_of(args.module)
     if args.command == "sample":
+        drawn = {name for path in args.exclude for name in path.read_text().split()}
+        names = [name for name in names if name not in drawn]
         print("\n".join(random.Random(args.seed).sample(names, min(args.n, len(names)))))
         return 0
     if args.names is not None:
