@@ -117,6 +117,8 @@ def test_the_generic_command_reads_its_arguments_and_lists_the_formats_for_h(
 
     monkeypatch.setattr("sys.argv", ["convert-checkpoint", "-h"])
     assert main() == 0
-    assert f"formats: ast ({registry.get('ast').command})" in capsys.readouterr().out
+    formats = ", ".join(f"{name} ({registry.get(name).command})" for name in registry.names())
+    assert f"\nformats: {formats}\n" in capsys.readouterr().out
+    assert formats.startswith(f"ast ({registry.get('ast').command}), s3prl ")
     monkeypatch.setattr("sys.argv", ["convert-checkpoint"])
     assert main() == 2

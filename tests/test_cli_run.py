@@ -594,3 +594,9 @@ def test_a_written_output_is_pushed_once_and_a_failed_push_is_a_refusal_naming_t
     assert run.code == REFUSED
     assert run.message == (f"convert-run-checkpoint: error: {out} was written, but pushing it to user/model failed: "
                            "401 Client Error: Unauthorized")  # fmt: skip
+
+
+def test_an_option_not_given_takes_its_records_default() -> None:
+    converter = Converter(**{**vars(CONVERTER), "options": (*OPTIONS, Option("--rate", "a value", default="16000"))})
+    assert cli.parse(converter, ["--checkpoint", "a.pt", "--out", "out"])["rate"] == "16000"
+    assert cli.parse(converter, ["--checkpoint", "a.pt", "--out", "out", "--rate", "8000"])["rate"] == "8000"
