@@ -92,6 +92,8 @@ def test_each_checks_outcome_is_recorded_with_its_first_one_line_cause(
         ("test_skipped", "skipped", "nothing to compare", None, None),
         ("test_assertion", "failed", "differs", None, None),
     ]
+    # beyond a one-line cause there is nothing to show beneath the table; pytest's explanation is kept
+    assert [o.details for o in result.outcomes] == ["", "", "", "", "", "assert 1 == 2"]
     assert (result.exit_code, result.passed) == (1, False)
     assert result.cause == "check test_passes_then_teardown_fails failed: teardown broke"
     assert re.search(r"^ERROR \S+::test_setup_error\b", capsys.readouterr().out, re.MULTILINE)  # errors summarised
@@ -108,6 +110,7 @@ def test_a_checks_module_that_cannot_be_imported_is_one_error_naming_the_missing
         (f"collecting {checks.name}", "internal error",
          "ModuleNotFoundError: No module named 'no_such_module_for_checks'")
     ]  # fmt: skip
+    assert f"{checks}:1: in <module>\n    import no_such_module_for_checks\n" in result.outcomes[0].details
     assert (result.exit_code, result.passed) == (2, False)
 
 
@@ -206,6 +209,11 @@ def test_at_fifty():
 def test_marked_without_an_order():
     pass
 
+@pytest.mark.check(order=20, mode="verify")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_of_a_directory_verified():
+    pass
+
 @pytest.mark.check(order=10)
 def test_first():
     pass
@@ -224,6 +232,17 @@ def test_checks_run_in_their_markers_order_an_unmarked_one_at_fifty_and_progress
     run = ["test_first", "test_unmarked", "test_at_fifty", "test_marked_without_an_order", "test_late"]
     assert [o.check for o in result.outcomes] == run == check_names([checks], "convert")
     assert told == [f"checking {i}/5: {name}" for i, name in enumerate(run, 1)] + [""]
+    assert check_names([checks], "verify") == ["test_first", "test_of_a_directory_verified", "test_unmarked",
+                                               "test_at_fifty", "test_late"]  # fmt: skip
+    assert result.divergence is None  # no comparison ran: nothing located
+
+
+def test_a_check_in_a_class_is_named_by_its_own_name(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    told: list[str] = []
+    text = "class TestGroup:\n    def test_in_a_class(self):\n        pass\n"
+    result = run_checks(checks_module(tmp_path, request, text), object(), progress=told.append, verbose=False)
+    assert [o.check for o in result.outcomes] == ["test_in_a_class"]
+    assert told == ["checking 1/1: test_in_a_class", ""]
 
 
 def test_a_failures_text_beyond_its_cause_line_is_kept_as_its_details_indentation_and_all(
