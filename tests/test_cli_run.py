@@ -32,6 +32,8 @@ from converters.errors import ConversionError
 from converters.locator import Divergence, StageDifference
 from converters.report import Row, digest, schema
 from converters.settings import Difference
+from fixtures import commands
+from fixtures.commands import assert_refused
 
 OPTIONS = (
     Option("--checkpoint", "the source", role=Role.SOURCE, required=True),
@@ -69,6 +71,22 @@ class Session:
 
     def rows(self) -> list[Row]:
         return self.checks
+
+
+def source_in(directory: Path) -> Path:
+    """A source file that exists; the runs here end before reading it."""
+    checkpoint = directory / "original.pt"
+    checkpoint.write_bytes(b"not read")
+    return checkpoint
+
+
+def refusal(argv: list[str], output: Path) -> str:
+    """The command's refusal (``fixtures.commands.assert_refused``: exit 1, no traceback, no staging left
+    beside ``output``), its result line unwrapped: all it says on stderr."""
+    result = commands.run_main(CONVERTER.main, argv)
+    last = assert_refused(result, output)
+    assert " ".join(result.stderr.split()) == last
+    return last
 
 
 def report_of(directory: Path) -> dict[str, Any]:
@@ -161,7 +179,7 @@ def test_a_report_that_cannot_be_written_is_a_note_and_the_run_ends_as_it_did(tm
     ],
 )
 def test_a_report_directory_the_output_would_replace_is_refused_first_and_nothing_is_written_there(
-    where: str, cause: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    where: str, cause: str, tmp_path: Path
 ) -> None:
     checkpoint, out = tmp_path / "original.pt", tmp_path / "out"
     (tmp_path / "a-file").write_text("")
@@ -170,8 +188,7 @@ def test_a_report_directory_the_output_would_replace_is_refused_first_and_nothin
     # reported into a directory that is refused
     argv = ["--checkpoint", str(checkpoint), "--labels", str(tmp_path / "missing.csv"), "--out", str(out),
             "--report", str(directory)]  # fmt: skip
-    assert CONVERTER.main(argv) == REFUSED
-    error = " ".join(capsys.readouterr().err.split())
+    error = refusal(argv, out)
     assert error == f"convert-run-checkpoint: error: --report {directory}: {cause}; nothing was written"
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
@@ -256,13 +273,12 @@ def test_a_fixed_copy_replaces_a_directory_only_with_overwrite(written: Path, tm
 
 
 def test_a_report_directory_inside_the_fixed_copy_is_refused_before_the_directory_is_verified(
-    written: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    written: Path, tmp_path: Path
 ) -> None:
     fixed = tmp_path / "fixed"
     argv = ["--checkpoint", str(tmp_path / "not-read.pt"), "--verify", str(written), "--fix-config", str(fixed),
             "--report", str(fixed / "report")]  # fmt: skip
-    assert CONVERTER.main(argv) == REFUSED
-    error = " ".join(capsys.readouterr().err.split())
+    error = refusal(argv, fixed)
     assert error == (f"convert-run-checkpoint: error: --report {fixed / 'report'}: inside the output directory, "
                      "which is replaced as a whole; nothing was written")  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["written"]
@@ -440,7 +456,7 @@ def test_a_failed_checks_details_are_printed_beneath_the_table_and_the_run_is_re
 
 
 def test_a_bug_in_a_check_is_an_internal_error_naming_the_check_its_log_holding_the_sessions_report(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from converters.session import Outcome, SessionResult
 
@@ -448,11 +464,12 @@ def test_a_bug_in_a_check_is_an_internal_error_naming_the_check_its_log_holding_
     sessions_ending(monkeypatch, SessionResult(2, [Outcome("test_read", "passed"), bug], output="pytest's report"))
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "logs"))
     (tmp_path / "logs").mkdir()
-    checkpoint, out = tmp_path / "original.pt", tmp_path / "out"
-    checkpoint.write_bytes(b"not read")
-    assert CONVERTER.main(["--checkpoint", str(checkpoint), "--out", str(out)]) == INTERNAL
+    result = commands.run_main(
+        CONVERTER.main, ["--checkpoint", str(source_in(tmp_path)), "--out", str(tmp_path / "out")]
+    )
+    assert result.returncode == INTERNAL
     (log,) = (tmp_path / "logs").iterdir()
-    assert " ".join(capsys.readouterr().err.split()) == (
+    assert " ".join(result.stderr.split()) == (
         "convert-run-checkpoint: internal error in check test_reference: KeyError: 'layer'; nothing was written. "
         f"This is a bug in the tool or a reference implementation, not a fault of your files; the traceback is in {log}"
     )
@@ -461,29 +478,23 @@ def test_a_bug_in_a_check_is_an_internal_error_naming_the_check_its_log_holding_
 
 
 def test_a_staging_directory_that_cannot_be_made_is_refused_naming_the_cause_and_where(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def refused(target: Path) -> Path:
         raise OSError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr("converters.output.make_staging", refused)
-    checkpoint = tmp_path / "original.pt"
-    checkpoint.write_bytes(b"not read")
-    assert CONVERTER.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == REFUSED
-    assert " ".join(capsys.readouterr().err.split()) == (
+    argv = ["--checkpoint", str(source_in(tmp_path)), "--out", str(tmp_path / "out")]
+    assert refusal(argv, tmp_path / "out") == (
         f"convert-run-checkpoint: error: permission denied while creating a staging directory in {tmp_path}; "
         "nothing was written"
     )
 
 
-def test_an_input_that_cannot_be_read_is_refused_naming_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    checkpoint = tmp_path / "original.pt"
-    checkpoint.write_bytes(b"not read")
+def test_an_input_that_cannot_be_read_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    checkpoint = source_in(tmp_path)
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a file mode 000 (root reads any file)
-    assert CONVERTER.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == REFUSED
-    assert " ".join(capsys.readouterr().err.split()) == (
+    assert refusal(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")], tmp_path / "out") == (
         f"convert-run-checkpoint: error: --checkpoint {checkpoint}: cannot be read (permission denied); nothing was "
         "written"
     )
@@ -536,16 +547,13 @@ def test_verifying_with_an_output_or_a_push_is_an_argument_error(
     )
 
 
-def test_a_model_that_is_neither_a_directory_nor_cached_is_refused_naming_its_option(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    checkpoint = tmp_path / "original.pt"
-    checkpoint.write_bytes(b"not read")
+def test_a_model_that_is_neither_a_directory_nor_cached_is_refused_naming_its_option(tmp_path: Path) -> None:
     base = tmp_path / "nowhere"
-    assert CONVERTER.main(["--checkpoint", str(checkpoint), "--base", str(base), "--out", str(tmp_path / "out")]) == 1
-    error = " ".join(capsys.readouterr().err.split())
-    assert error == (f"convert-run-checkpoint: error: --base {str(base)!r} is neither a local directory nor in the "
-                     "local Hugging Face cache; nothing was written")  # fmt: skip
+    argv = ["--checkpoint", str(source_in(tmp_path)), "--base", str(base), "--out", str(tmp_path / "out")]
+    assert refusal(argv, tmp_path / "out") == (
+        f"convert-run-checkpoint: error: --base {str(base)!r} is neither a local directory nor in the local Hugging "
+        "Face cache; nothing was written"
+    )
 
 
 def test_a_converters_own_checks_are_modules_by_name_or_files_by_path_after_the_generic_ones(tmp_path: Path) -> None:
