@@ -1,8 +1,9 @@
-"""Reading the sample audio a published logit slice was measured on."""
+"""Audio in: reading a recording, and the feature extractor a user loads from a converted directory."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,3 +39,16 @@ def probe_signal(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
     voice = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3.0 * t))
     noise = np.random.default_rng(seed).normal(0.0, 0.02, t.shape)
     return (0.2 * voice + noise).astype(np.float32)
+
+
+def directory_extractor(directory: Path) -> Any:
+    """The directory's feature extractor, loaded as a user loads it (``AutoFeatureExtractor.from_pretrained``):
+    the first half of the function a user calls."""
+    from transformers import AutoFeatureExtractor
+
+    try:
+        return AutoFeatureExtractor.from_pretrained(directory)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConversionError(
+            f"{directory}: its feature extractor (preprocessor_config.json) cannot be loaded: {first_line(error)}"
+        ) from None

@@ -119,10 +119,12 @@ def test_the_config_computes_what_the_original_computes(
 
 
 @pytest.mark.check(order=80)
-def test_outputs_match_the_original_implementation(comparison: Comparison, measure: Any) -> None:
-    """The written model, loaded back, computes what the original implementation computes on the same input;
-    where it does not, the locator names the first stage that parts."""
+def test_outputs_match_the_original_implementation(comparison: Comparison, measure: Any, notes: list[str]) -> None:
+    """From the same recordings, the directory's feature extractor and model compute what the original's input
+    pipeline and model compute; where they do not, the locator names the first stage that parts (the input
+    first: a preprocessor that differs is never reported as the model's divergence)."""
     measure(comparison.difference, comparison.tolerance)
+    notes.extend(comparison.notes)
     if not comparison.passed:
         table = f"\n{comparison.divergence.table()}" if comparison.divergence is not None else ""
         pytest.fail(comparison.cause + table)

@@ -53,6 +53,7 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
             default=option.default,
             type=Path if path else str,
             metavar=option.metavar,
+            choices=option.choices,
             help=option.help,
         )
     p.add_argument("--overwrite", action="store_true", help=SHARED_HELP["--overwrite"])

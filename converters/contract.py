@@ -53,6 +53,7 @@ class Option:
     default: Any = None
     metavar: str | None = None
     key: str | None = None  # its name in a manifest of conversions (default: its dest)
+    choices: tuple[str, ...] | None = None  # the values it takes (argparse refuses others)
 
     @property
     def dest(self) -> str:
@@ -201,6 +202,7 @@ class Comparison:
     divergence: Divergence | None  # every stage, where located
     cause: str = ""  # why it fails, one line; empty when it passes
     outputs: Any = None  # what the written model computed, for a converter's own checks to reuse
+    notes: tuple[str, ...] = ()  # what the report says beside it (each recording's input difference, say)
 
     @property
     def passed(self) -> bool:

@@ -9,7 +9,9 @@ first is where to look.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,3 +165,156 @@ def locate(stages: Sequence[Stage], run: Callable[[], object], *, atol: float, r
         tolerance = stage.tolerance if stage.tolerance is not None else atol + rtol * scale
         found.append(StageDifference(stage.name, difference, tolerance, stage.note))
     return Divergence(tuple(found))
+
+
+class _Meeting:
+    """Where two models running side by side meet at each stage: a stage's two values are compared as soon as
+    both are read, and let go. A side that reaches a stage first waits there until the other reaches it, passes
+    it or ends, so that neither side runs ahead holding values the other has not reached yet."""
+
+    SIDES = ("original", "converted")
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = stages
+        self.index = {stage.name: i for i, stage in enumerate(stages)}
+        self.latest = dict.fromkeys(self.SIDES, -1)  # the furthest stage each side has reached
+        self.ended = dict.fromkeys(self.SIDES, False)
+        self.waiting: dict[tuple[str, str], torch.Tensor] = {}
+        self.found: dict[str, tuple[float, float]] = {}  # stage -> (difference, the original's magnitude)
+        self.condition = threading.Condition()
+
+    def arrive(self, name: str, side: str, value: torch.Tensor) -> None:
+        other = self.SIDES[1 - self.SIDES.index(side)]
+        i = self.index[name]
+        with self.condition:
+            self.latest[side] = max(self.latest[side], i)
+            self.condition.notify_all()
+            theirs = self.waiting.pop((name, other), None)
+            if theirs is not None:
+                original, converted = (value, theirs) if side == "original" else (theirs, value)
+                self.found[name] = (largest_difference(original, converted), _largest(original))
+                return
+            self.waiting[(name, side)] = value
+            while (name, side) in self.waiting and self.latest[other] < i and not self.ended[other]:
+                self.condition.wait()
+            # met (the other side took it), or the other side went past this stage or ended without it
+            self.waiting.pop((name, side), None)
+
+    def end(self, side: str) -> None:
+        with self.condition:
+            self.ended[side] = True
+            self.condition.notify_all()
+
+
+@torch.no_grad()
+def locate_side_by_side(
+    stages: Sequence[Stage], run_original: Callable[[], object], run_converted: Callable[[], object], *,
+    atol: float, rtol: float = 0.0,
+) -> Divergence:  # fmt: skip
+    """``locate`` for two models that run independently: each on a thread of its own, meeting at every stage, so
+    that only the stage being compared is held of each (a model's activations are never kept whole). Each
+    stage's modules run once per forward pass (a second call of one is not compared)."""
+    names = [stage.name for stage in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be unique: {names}")
+    meeting = _Meeting(stages)
+    handles = []
+    for stage in stages:
+        for side, tap in (("original", stage.original), ("converted", stage.converted)):
+            handles.append(tap.module.register_forward_hook(_arriving(meeting, stage.name, side, tap.read)))
+    errors: list[BaseException] = []
+
+    def running(name: str, run: Callable[[], object]) -> None:
+        try:
+            with torch.no_grad():
+                run()
+        except BaseException as error:  # raised again below, in the caller's thread
+            errors.append(error)
+        finally:
+            meeting.end(name)
+
+    threads = [threading.Thread(target=running, args=(name, run), name=f"locate-{name}")
+               for name, run in (("original", run_original), ("converted", run_converted))]  # fmt: skip
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if errors:
+        raise errors[0]
+    found = []
+    for stage in stages:
+        difference, scale = meeting.found.get(stage.name, (float("inf"), 0.0))
+        tolerance = stage.tolerance if stage.tolerance is not None else atol + rtol * scale
+        found.append(StageDifference(stage.name, difference, tolerance, stage.note))
+    return Divergence(tuple(found))
+
+
+def _arriving(meeting: _Meeting, name: str, side: str, read: Reader) -> Callable[..., None]:
+    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        meeting.arrive(name, side, read(module, args, out).detach())
+
+    return hook
+
+
+@contextlib.contextmanager
+def float64_in_turn(model: nn.Module, units: Sequence[nn.Module]) -> Iterator[nn.Module]:
+    """``model`` computing in float64 without a float64 copy of it: each of ``units`` (its large submodules, the
+    blocks of a transformer) is widened when it runs and narrowed back when it returns; the rest, for the whole
+    block. Afterwards each holds its own tensor again, untouched."""
+    # what was widened: its module, and its own tensor, put back as it was (no copy: memory-mapped weights stay so)
+    narrow: dict[tuple[int, str, str], tuple[nn.Module, torch.Tensor]] = {}
+
+    def tensors(module: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
+        for m in module.modules():
+            for kind in ("_parameters", "_buffers"):
+                for name, tensor in getattr(m, kind).items():
+                    if tensor is not None and tensor.is_floating_point() and tensor.dtype != torch.float64:
+                        yield m, name, kind
+
+    def widen(module: nn.Module, name: str, kind: str) -> None:
+        tensor = getattr(module, kind)[name]
+        own = tensor.data if kind == "_parameters" else tensor
+        narrow[(id(module), name, kind)] = (module, own)
+        _put(module, name, kind, own.double())
+
+    def back(keys: list[tuple[int, str, str]]) -> None:
+        for key in keys:
+            module, own = narrow.pop(key)
+            _put(module, key[1], key[2], own)
+
+    def unit_keys(unit: nn.Module) -> list[tuple[int, str, str]]:
+        ids = {id(m) for m in unit.modules()}
+        return [key for key in narrow if key[0] in ids]
+
+    def entering(unit: nn.Module, args: Any) -> None:
+        for item in list(tensors(unit)):
+            widen(*item)
+
+    def leaving(unit: nn.Module, args: Any, out: Any) -> None:
+        back(unit_keys(unit))
+
+    inside = {id(m) for unit in units for m in unit.modules()}
+    handles = []
+    for unit in units:
+        handles.append(unit.register_forward_pre_hook(entering))
+        handles.append(unit.register_forward_hook(leaving))
+    try:
+        for item in list(tensors(model)):
+            if id(item[0]) not in inside:
+                widen(*item)
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        back(list(narrow))  # the rest, and a unit whose forward raised
+
+
+def _put(module: nn.Module, name: str, kind: str, value: torch.Tensor) -> None:
+    if kind == "_parameters":
+        getattr(module, kind)[name].data = value
+    else:
+        getattr(module, kind)[name] = value

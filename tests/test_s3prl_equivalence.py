@@ -18,10 +18,11 @@ import torch
 
 from converters.audio import probe_signal
 from converters.s3prl.checkpoint import read
-from converters.s3prl.convert import Target, base_attribute, build_model, convert_head, feature_extractor, target_for
+from converters.s3prl.convert import Target, base_attribute, build_model, convert_head, target_for
 from converters.s3prl.example import ALL_CASES, FINAL_NORM_CASES, LARGE, SUPERB, TINY, S3PRLCase
 from converters.s3prl.families import FAMILIES, Head
 from converters.s3prl.original import featurizer, select
+from converters.s3prl.preprocessing import feature_extractor
 from converters.s3prl.stages import ATOL, compare_with_s3prl, s3prl_expert
 from converters.s3prl.tasks import XVECTOR_DILATIONS, XVECTOR_KERNELS
 from fixtures.inputs import speech
@@ -66,7 +67,7 @@ def test_converted_head_equals_s3prl(
 ) -> None:  # fmt: skip
     case = s3prl_case(family, head, size)
     model, target, checkpoint = converted(case, tmp_path)
-    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    divergence = compare_with_s3prl(model, checkpoint, target, feature_extractor(target.extractor)).divergence
     for stage in divergence.stages:
         record_property(f"largest difference: {stage.stage}", stage.difference)
     assert divergence.first is None, divergence.table()
@@ -82,7 +83,7 @@ def test_an_encoder_ending_in_a_layer_norm_converts_exactly(
     case = s3prl_case(family, head, stable=stable, weighted=weighted)
     model, target, checkpoint = converted(case, tmp_path)
     assert getattr(model.config, "tie_last_hidden_states", None) is (True if weighted else None)
-    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    divergence = compare_with_s3prl(model, checkpoint, target, feature_extractor(target.extractor)).divergence
     assert divergence.first is None, divergence.table()
 
 
@@ -93,7 +94,7 @@ def test_a_last_layer_head_equals_s3prl(family: Any, s3prl_case: Callable[..., S
     case = s3prl_case(family, Head.SEQUENCE, weighted=False)
     model, target, checkpoint = converted(case, tmp_path)
     assert model.config.use_weighted_layer_sum is False
-    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    divergence = compare_with_s3prl(model, checkpoint, target, feature_extractor(target.extractor)).divergence
     assert divergence.first is None, divergence.table()
 
 
@@ -103,15 +104,17 @@ def test_a_large_stable_layer_norm_head_converts_exactly(s3prl_case: Callable[..
     case = s3prl_case(WAV2VEC2, Head.XVECTOR, LARGE, stable=True)
     model, target, checkpoint = converted(case, tmp_path)
     assert model.config.tie_last_hidden_states is True
-    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    divergence = compare_with_s3prl(model, checkpoint, target, feature_extractor(target.extractor)).divergence
     assert divergence.first is None, divergence.table()
 
 
 STAGE_NAMES = {
-    Head.SEQUENCE: ["weighted sum", "projector", "pooling", "classifier", "logits, padded batch"],
-    Head.FRAME: ["weighted sum", "classifier", "logits, padded batch"],
-    Head.XVECTOR: ["weighted sum", "projector", *(f"tdnn {n}" for n in range(5)), "pooling", "linear1", "linear2"],
-}
+    Head.SEQUENCE: ["input waveform", "weighted sum", "projector", "pooling", "classifier",
+                    "outputs from the recording", "outputs, padded batch"],
+    Head.FRAME: ["input waveform", "weighted sum", "classifier", "outputs from the recording", "outputs, padded batch"],
+    Head.XVECTOR: ["input waveform", "weighted sum", "projector", *(f"tdnn {n}" for n in range(5)), "pooling",
+                   "linear1", "linear2", "outputs from the recording"],
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -119,7 +122,7 @@ def xvector(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> tuple[Any, 
     """A converted Wav2Vec2ForXVector, its checkpoint, s3prl's head and the feature extractor."""
     case = s3prl_case(WAV2VEC2, Head.XVECTOR)
     model, target, checkpoint = converted(case, tmp_path)
-    return model, checkpoint, s3prl_expert(target, checkpoint), feature_extractor(case.base)
+    return model, checkpoint, s3prl_expert(target, checkpoint), feature_extractor(target.extractor)
 
 
 def s3prl_features(model: Any, checkpoint: Any, inputs: Any, out: Any) -> list[torch.Tensor]:
@@ -223,7 +226,7 @@ def test_a_wrongly_laid_out_head_weight_is_located(
     target = target_for(checkpoint, case.base)
     head_weights = convert_head(checkpoint, target)
     model = build_model(case.base, target, {**head_weights, key: mistake(head_weights[key])})
-    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), feature_extractor(case.base))
+    divergence = compare_with_s3prl(model, checkpoint, target, feature_extractor(target.extractor)).divergence
     first = divergence.first
     assert first is not None and first.stage == stage, divergence.table()
     assert first.difference > 1000 * ATOL, divergence.table()

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from converters.s3prl.convert import feature_extractor
 from converters.s3prl.example import STABLE_CASES, S3PRLCase
 from converters.s3prl.families import Head
+from converters.s3prl.preprocessing import feature_extractor
 from converters.s3prl.stages import ATOL, compare_with_s3prl
 from fixtures.golden_files import s3prl_name
 from tests.test_s3prl_equivalence import CASES, converted, waveforms
@@ -31,8 +31,8 @@ def test_golden_outputs(family: Any, head: Head, stable: bool, s3prl_case: Calla
                         golden: Callable[..., None], tmp_path: Path) -> None:  # fmt: skip
     case = s3prl_case(family, head, stable=stable)
     model, target, checkpoint = converted(case, tmp_path)
-    extractor = feature_extractor(case.base)
-    divergence = compare_with_s3prl(model, checkpoint, target, waveforms(), extractor)
+    extractor = feature_extractor(target.extractor)
+    divergence = compare_with_s3prl(model, checkpoint, target, extractor).divergence
     assert divergence.first is None, f"converted model disagrees with s3prl:\n{divergence.table()}"
     # One utterance: padded x-vector batches pool differently by design (see test_s3prl_equivalence.py).
     out = model(**extractor(waveforms()[:1], sampling_rate=16000, return_tensors="pt"))

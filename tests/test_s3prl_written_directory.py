@@ -18,14 +18,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from converters.audio import directory_extractor
 from converters.s3prl.checkpoint import read
-from converters.s3prl.convert import feature_extractor, target_for
+from converters.s3prl.convert import target_for
 from converters.s3prl.example import S3PRLCase
 from converters.s3prl.families import FAMILIES, Head
 from converters.s3prl.stages import compare_with_s3prl
 from fixtures import commands
 from fixtures.transformers_versions import MAJOR
-from tests.test_s3prl_equivalence import waveforms
 
 WRITTEN = Path(__file__).parents[1] / "fixtures" / "written" / "wav2vec2-stable-weighted-sequence"
 WAV2VEC2 = FAMILIES[0]
@@ -56,9 +56,8 @@ def test_the_directory_written_under_transformers5_computes_s3prls_function_here
     assert (written["tie_last_hidden_states"], written["use_weighted_layer_sum"]) == (True, True)
     model = target_for(read(case.checkpoint), case.base).model_class.from_pretrained(WRITTEN).eval()
     checkpoint = read(case.checkpoint)
-    divergence = compare_with_s3prl(model, checkpoint, target_for(checkpoint, case.base), waveforms(),
-                                    feature_extractor(WRITTEN))  # fmt: skip
-    assert divergence.first is None, divergence.table()
+    found = compare_with_s3prl(model, checkpoint, target_for(checkpoint, case.base), directory_extractor(WRITTEN))
+    assert found.divergence.first is None, found.divergence.table()
 
 
 @pytest.mark.golden
@@ -73,3 +72,5 @@ def test_the_committed_directory_is_what_the_command_writes_today(case: S3PRLCas
     assert {k: v for k, v in ours.items() if k not in release_fields} == {
         k: v for k, v in theirs.items() if k not in release_fields
     }
+    extractors = [json.loads((d / "preprocessor_config.json").read_text()) for d in (tmp_path / "out", WRITTEN)]
+    assert extractors[0] == extractors[1]

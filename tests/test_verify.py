@@ -153,24 +153,51 @@ def verify_s3prl(case: S3PRLCase, directory: Path, *extra: str) -> commands.Resu
                         "--verify", str(directory), *extra)  # fmt: skip
 
 
-def test_a_large_upstream_head_without_the_tie_flag_is_named_and_fixed(
+def test_a_seed_style_large_upstream_head_is_named_at_the_input_and_fixed(
     large_upstream: tuple[S3PRLCase, Path], tmp_path: Path
 ) -> None:
-    """Under transformers 5 it computes another weighted sum (the locator says so); under 4.57 it computes the
-    right one, but the config still lacks what 5.x needs. --fix-config's copy verifies under both."""
+    """The seed wrote do_normalize false for every upstream, and no tie flag: on a normalizing upstream
+    (wav2vec2_large_ll60k) the directory's extractor hands the model raw waveforms, where s3prl's upstream hands it
+    normalized ones; the locator names the input, not the model. Both fields are named, and --fix-config's copy
+    verifies under both majors."""
     case, directory = large_upstream
     result = verify_s3prl(case, directory)
+    assert_refused(result, tmp_path / "none", "preprocessor_config.json do_normalize False, the original computes "
+                   "with True", "tie_last_hidden_states absent, the original computes with True")  # fmt: skip
+    assert check_result(result.stdout, "test_outputs_match_the_original_implementation") == "failed"
+    assert "first divergence at input waveform" in " ".join(result.stdout.split())
+    fixed = tmp_path / "fixed"
+    result = verify_s3prl(case, directory, "--fix-config", str(fixed))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert json.loads((fixed / "config.json").read_text())["tie_last_hidden_states"] is True
+    assert json.loads((fixed / "preprocessor_config.json").read_text())["do_normalize"] is True
+    assert verify_s3prl(case, fixed).returncode == 0
+
+
+def test_a_large_upstream_head_without_the_tie_flag_alone_is_named_at_the_weighted_sum(
+    large_upstream: tuple[S3PRLCase, Path], tmp_path: Path
+) -> None:
+    """Its extractor set right by hand: under transformers 5 it computes another weighted sum (the locator says so);
+    under 4.57 it computes the right one, but the config still lacks what 5.x needs."""
+    case, directory = large_upstream
+    extractor = json.loads((directory / "preprocessor_config.json").read_text())
+    (directory / "preprocessor_config.json").write_text(json.dumps({**extractor, "do_normalize": True}))
+    result = verify_s3prl(case, directory)
     assert_refused(result, tmp_path / "none", "tie_last_hidden_states absent, the original computes with True")
+    assert "do_normalize" not in final_message(result.stderr)
     outputs = check_result(result.stdout, "test_outputs_match_the_original_implementation")
     if MAJOR >= 5:
         assert outputs == "failed" and "first divergence at weighted sum" in result.stdout
     else:
         assert outputs == "passed"
-    fixed = tmp_path / "fixed"
-    result = verify_s3prl(case, directory, "--fix-config", str(fixed))
+
+
+def test_a_seed_style_base_upstream_head_verifies(s3prl_case: Callable[..., S3PRLCase], tmp_path: Path) -> None:
+    """do_normalize false is right for a base-size upstream (wav2vec2_base_960): s3prl fed it raw waveforms."""
+    case = s3prl_case(FAMILIES[0], Head.SEQUENCE)
+    directory = s3prl_directory(case.base, case.checkpoint, case.config, tmp_path / "seed")
+    result = verify_s3prl(case, directory)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    assert json.loads((fixed / "config.json").read_text())["tie_last_hidden_states"] is True
-    assert verify_s3prl(case, fixed).returncode == 0
 
 
 def test_a_report_of_a_verification(checkpoint: Path, tmp_path: Path) -> None:

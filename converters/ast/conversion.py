@@ -10,18 +10,23 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from converters.ast import convert as ast_convert
-from converters.ast.config import backbone_of, feature_extractor, hf_config
+from converters.ast.config import NUM_MEL_BINS, backbone_of, feature_extractor, hf_config
 from converters.ast.convert import target_spec, write_files
+from converters.ast.features import original_fbank, original_features, transformers_fbank
+from converters.ast.features import tolerance as features_tolerance
 from converters.ast.variants import AUDIOSET_SAMPLE, Variant, variant
-from converters.audio import probe_signal, read_audio
+from converters.audio import SAMPLING_RATE, directory_extractor, read_audio
 from converters.contract import Comparison, Conversion, Source, Target
 from converters.errors import ConversionError
 from converters.hub import cached_hub_file
+from converters.locator import Divergence, StageDifference, largest_difference
 from converters.mapping import KeyMapping
+from converters.recordings import RECORDINGS, Recording, recordings
 from converters.safe_load import as_state_dict, weights_dtype
 
 LOGITS_ATOL = 1e-4  # transformers' AST integration test uses atol=1e-4 on the published slice
@@ -32,6 +37,7 @@ CONFIG_FIELDS = (
 )  # fmt: skip
 EXTRACTOR_FIELDS = ("feature_size", "sampling_rate", "num_mel_bins", "max_length", "do_normalize", "mean", "std")
 SAMPLE_REPO = "nielsr/audio-spectogram-transformer-checkpoint"
+MODEL_RECORDING = "voice-loud-10.5s"  # the built-in recording both models run on
 
 
 def dtype_tolerance(dtype: torch.dtype, scale: float) -> float:
@@ -48,10 +54,13 @@ def resolve_sample(given: Path | None, chosen: Variant) -> Path | None:
 
 @dataclass(frozen=True)
 class Reference:
-    """The original model's logits on each input, computed while the checkpoint is held."""
+    """The original pipeline's features of each recording both models run on, and the original model's logits on
+    them, computed while the checkpoint is held."""
 
     inputs: dict[str, torch.Tensor]
     logits: dict[str, torch.Tensor]
+    sources: dict[str, str]  # where each input's features came from
+    original: frozenset[str]  # the inputs whose features are the original pipeline's (else the converter's)
 
 
 def variants_fitting(state: Mapping[str, torch.Tensor]) -> list[Variant]:
@@ -123,51 +132,114 @@ class ASTConversion(Conversion):
             "preprocessor_config.json": {name: extractor[name] for name in EXTRACTOR_FIELDS},
         }
 
-    def inputs(self) -> dict[str, torch.Tensor]:
-        """Spectrograms both models see: a structured probe signal, and the sample if given.
-
-        The probe fills the model's whole input (``max_length`` frames of 10 ms), so that every position and
-        every patch sees structure; a second, noise input would double the check's cost (each AST forward is
-        most of a conversion's time) without reaching a weight the probe does not.
-        """
-        extractor = feature_extractor(self.variant)
-        seconds = (self.variant.max_length + 2) / 100  # 10 ms hop, 25 ms window
-        probe = extractor(probe_signal(seconds), sampling_rate=16000, return_tensors="pt").input_values
-        features = {"probe signal": probe}
+    @cached_property
+    def recordings(self) -> dict[str, tuple[np.ndarray, Recording | None]]:
+        """The recordings both pipelines are fed, by name: the built-in loud one, as long as the longest input
+        (cut: every position and patch sees structure), and the sample audio when given. Each AST forward pass
+        is most of a conversion's time; the other built-in recordings are compared at the input only, where
+        their lengths and levels matter (padding, cutting, the log of quiet frames)."""
+        found: dict[str, tuple[np.ndarray, Recording | None]] = {
+            recording.name: (recording.waveform(), recording) for recording in recordings(MODEL_RECORDING)
+        }
         if self.sample_audio is not None:
-            waveform = read_audio(self.sample_audio)
-            features["sample audio"] = extractor(waveform, sampling_rate=16000, return_tensors="pt").input_values
-        return features
+            found["sample audio"] = (read_audio(self.sample_audio), None)
+        return found
+
+    def original_input(self, waveform: np.ndarray, recording: Recording | None) -> tuple[torch.Tensor | None, str]:
+        """The original pipeline's features of a recording, and whence: ``(None, why)`` where its fbank cannot be
+        computed here (torchaudio does not load, and it is not a built-in recording)."""
+        v = self.variant
+        fbank, source = original_fbank(waveform, NUM_MEL_BINS, recording)
+        if fbank is None:
+            return None, source
+        return original_features(fbank, v.max_length, v.dataset.feature_mean, v.dataset.feature_std), source
 
     @torch.no_grad()
     def reference(self, source: Source, target: Target) -> Reference:
         from converters.ast.original import load_original  # timm: imported by the checks that need it
 
-        inputs = self.inputs()
+        inputs, sources, originals = {}, {}, set()
+        for name, (waveform, recording) in self.recordings.items():
+            features, sources[name] = self.original_input(waveform, recording)
+            if features is None:  # the model side alone: both models on the features the converter would write
+                features = feature_extractor(self.variant)(waveform, sampling_rate=SAMPLING_RATE,
+                                                           return_tensors="pt").input_values  # fmt: skip
+                sources[name] = f"the converter's feature extractor ({sources[name]})"
+            else:
+                originals.add(name)
+            inputs[name] = features
         original = load_original(source.tensors, self.variant)  # holds the checkpoint's own tensors
-        return Reference(inputs, {name: original(features) for name, features in inputs.items()})
+        logits = {name: original(features) for name, features in inputs.items()}
+        return Reference(inputs, logits, sources, frozenset(originals))
+
+    def input_stage(self, extractor: Any, reference: Reference) -> tuple[StageDifference, list[str]]:
+        """The directory's features against the original's, on every built-in recording (and the sample audio
+        where its original fbank could be computed): the locator's first stage, and a line per recording."""
+        tolerance = features_tolerance(NUM_MEL_BINS, self.variant.dataset.feature_std)
+        compared: dict[str, tuple[np.ndarray, torch.Tensor, str]] = {}
+        for builtin in RECORDINGS:
+            if builtin.ast:
+                features, source = self.original_input(builtin.waveform(), builtin)
+                if features is not None:
+                    compared[builtin.name] = (builtin.waveform(), features, builtin.level)
+        for name, (waveform, recording) in self.recordings.items():
+            if name not in compared and name in reference.original:
+                compared[name] = (waveform, reference.inputs[name], recording.level if recording else "")
+        _, source = self.original_input(*self.recordings[MODEL_RECORDING])
+        lines = [f"features: transformers' ASTFeatureExtractor computed {transformers_fbank()}; the original's "
+                 f"pipeline, kaldi fbank from {source}:"]  # fmt: skip
+        worst = (-1.0, "")
+        for name, (waveform, original, level) in compared.items():
+            theirs = extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_values
+            difference = largest_difference(original, theirs)
+            shape = (
+                "" if theirs.shape == original.shape else f" (shape {tuple(theirs.shape)}, not {tuple(original.shape)})"
+            )
+            lines.append(f"  {name} ({len(waveform) / SAMPLING_RATE:g} s{', ' + level if level else ''}): largest "
+                         f"difference {difference:.3g}{shape} (tolerance {tolerance:.3g})")  # fmt: skip
+            worst = max(worst, (difference, name), key=lambda item: item[0])
+        if not compared:
+            lines.append(f"  none: {source}")
+        return StageDifference("input features", max(worst[0], 0.0), tolerance, f"largest on {worst[1]}"), lines
 
     @torch.no_grad()
     def compare(self, model: nn.Module, reference: Reference, target: Target) -> Comparison:
-        """The written model's logits in float32 (the checkpoint's own values, without reduced-precision noise)
-        on every input; past the tolerance, the original is rebuilt and both run stage by stage."""
+        """From each recording, the directory's extractor (loaded as a user loads it) and the written model in float32
+        (the checkpoint's own values, without reduced-precision noise) against the original's fbank pipeline and
+        model. Past a tolerance, the locator names the stage: the input features first, then both models run on
+        the original's features stage by stage in float64 (the model side alone)."""
+        extractor = directory_extractor(self.staging)
         float32: Any = model if model.dtype == torch.float32 else copy.deepcopy(model).float()  # type: ignore[operator]
-        logits = {name: float32(input_values=features).logits for name, features in reference.inputs.items()}
-        differences = {name: (logits[name] - reference.logits[name]).abs().nan_to_num(nan=math.inf) for name in logits}
-        worst = max(((name, difference.max().item()) for name, difference in differences.items()), key=lambda i: i[1])
-        if worst[1] <= LOGITS_ATOL and not self.wants_stages:
-            return Comparison(worst[1], LOGITS_ATOL, None, outputs=logits)
+        inputs, notes = self.input_stage(extractor, reference)
+        logits, differences = {}, {}
+        for name, (waveform, _) in self.recordings.items():
+            features = extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_values
+            if features.shape != reference.inputs[name].shape:  # the model cannot even take them
+                differences[name] = math.inf
+                continue
+            logits[name] = float32(input_values=features).logits
+            differences[name] = (logits[name] - reference.logits[name]).abs().nan_to_num(nan=math.inf).max().item()
+        worst = max(differences.items(), key=lambda item: item[1])
+        notes.append(f"outputs from the recording: largest difference {worst[1]:.3g} on {worst[0]} (tolerance "
+                     f"{LOGITS_ATOL:g}); the original's input from {reference.sources[worst[0]]}")  # fmt: skip
+        recording = StageDifference("outputs from the recording", worst[1], LOGITS_ATOL)
+        failed = inputs.diverged or recording.diverged
+        if not failed and not self.wants_stages:
+            return Comparison(
+                worst[1], LOGITS_ATOL, Divergence((inputs, recording)), outputs=logits, notes=tuple(notes)
+            )
         from converters.ast.original import load_original
         from converters.ast.stages import locate_divergence
 
         original = load_original(self.read().tensors, self.variant)
-        divergence = locate_divergence(original, float32, reference.inputs[worst[0]], LOGITS_ATOL)
-        cause = (
-            ""
-            if worst[1] <= LOGITS_ATOL
-            else (
-                f"logits differ from the original implementation by {worst[1]:.3g} on the {worst[0]} "
-                f"(tolerance {LOGITS_ATOL:g}); {divergence.summary()}"
-            )
-        )
-        return Comparison(worst[1], LOGITS_ATOL, divergence, cause, outputs=logits)
+        located = locate_divergence(original, float32, reference.inputs[worst[0]], LOGITS_ATOL)
+        divergence = Divergence((inputs, *located.stages, recording))
+        cause = ""
+        if inputs.diverged:
+            cause = (f"the directory's feature extractor computes other features than the original's pipeline: "
+                     f"largest difference {inputs.difference:.3g} on {inputs.note.removeprefix('largest on ')} "
+                     f"(tolerance {inputs.tolerance:.3g}); {divergence.summary()}")  # fmt: skip
+        elif failed:
+            cause = (f"logits differ from the original implementation by {worst[1]:.3g} on {worst[0]} "
+                     f"(tolerance {LOGITS_ATOL:g}); {divergence.summary()}")  # fmt: skip
+        return Comparison(worst[1], LOGITS_ATOL, divergence, cause, outputs=logits, notes=tuple(notes))

@@ -1,19 +1,20 @@
 """The AST divergence locator: the original (timm's DeiT) and transformers' AST, stage beside stage.
 
 Both models run in float64, so that rounding (about 1e-15 of a value) cannot hide a mapping mistake
-as small as a wrong LayerNorm eps, which in float32 first shows near the logits.
+as small as a wrong LayerNorm eps, which in float32 first shows near the logits. Neither is copied: each block
+is widened while it runs (``float64_in_turn``), and the two run side by side, meeting at each stage, so that
+what a failing comparison holds beyond a passing one is a block in float64 and one stage's values per model.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
 
 from converters.ast.original import OriginalAST
-from converters.locator import Divergence, Stage, Tap, locate
+from converters.locator import Divergence, Stage, Tap, float64_in_turn, locate_side_by_side
 
 # float64 rounding moves a stage by ~1e-14 of its magnitude; eps 1e-12 for 1e-6 moves block 0 by ~1e-7.
 ATOL = RTOL = 1e-9
@@ -49,13 +50,11 @@ def ast_stages(original: OriginalAST, converted: Any, head_tolerance: float) -> 
 def locate_divergence(
     original: OriginalAST, converted: nn.Module, features: torch.Tensor, head_tolerance: float
 ) -> Divergence:
-    """Where ``converted`` leaves ``original`` on ``features`` (batch, frames, 128); neither model is changed."""
-    original64 = copy.deepcopy(original).double().eval()
-    converted64 = copy.deepcopy(converted).double().eval()
+    """Where ``converted`` leaves ``original`` on ``features`` (batch, frames, bins); neither model is changed."""
     x = features.double()
-
-    def run() -> None:
-        original64(x)
-        converted64(input_values=x)
-
-    return locate(ast_stages(original64, converted64, head_tolerance), run, atol=ATOL, rtol=RTOL)
+    stages = ast_stages(original, converted, head_tolerance)
+    with (
+        float64_in_turn(original.eval(), list(original.v.blocks)),
+        float64_in_turn(converted.eval(), list(hf_layers(converted))),
+    ):
+        return locate_side_by_side(stages, lambda: original(x), lambda: converted(input_values=x), atol=ATOL, rtol=RTOL)

@@ -25,6 +25,8 @@ def test_the_classifier_config_fits_the_checkpoint(conversion: Conversion, targe
     given = f"the given {config}, checked against " if config is not None else ""
     notes.append(f"classifier config: {given}what the checkpoint and base model imply:")
     notes.extend(f"  {field.name} = {field.value!r}  <- {field.source}" for field in head.fields)
+    notes.append("feature extractor (preprocessor_config.json): what s3prl's upstream did to each recording:")
+    notes.extend(f"  {field.name} = {field.value!r}  <- {field.source}" for field in head.extractor)
 
 
 @pytest.mark.check(order=16)

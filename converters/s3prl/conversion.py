@@ -15,14 +15,9 @@ from converters.hub_layout import taken_state
 from converters.mapping import KeyMapping
 from converters.s3prl import convert as s3prl_convert
 from converters.s3prl.checkpoint import S3PRLCheckpoint, read
-from converters.s3prl.convert import build_model, expected_sources, feature_extractor, target_for
+from converters.s3prl.convert import build_model, expected_sources, target_for
 from converters.s3prl.derive import BASE_FIELDS, HEAD_FIELDS, TIE, generic
-
-# What fixes the input features the written model is given (as the original conversion script set them).
-EXTRACTOR_FIELDS = ("feature_size", "sampling_rate", "padding_value", "do_normalize", "return_attention_mask")
-# The utterances both heads hear: two lengths, so that a padded batch has padding; any such pair reaches
-# every weight of the head.
-PROBES = ((1.2, 1), (0.7, 2))  # (seconds, noise seed)
+from converters.s3prl.preprocessing import feature_extractor
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,8 @@ class S3PRLConversion(Conversion):
         return Source(checkpoint.flattened(), checkpoint)
 
     def target(self, source: Source) -> Target:
-        head = target_for(source.payload, self.base, self.options.get("config_path"), self.options.get("labels"))
+        head = target_for(source.payload, self.base, self.options.get("config_path"), self.options.get("labels"),
+                          self.options.get("normalize_waveform"))  # fmt: skip
         spec = s3prl_convert.model_spec(head)
         return Target(head.model_class, head.config, spec, "the config", Plan(head, self.base))
 
@@ -59,7 +55,7 @@ class S3PRLConversion(Conversion):
         """The head class loaded from the base model with the classifier config, the converted head set."""
         model = build_model(self.base, target.payload.head, tensors)
         model.save_pretrained(directory)
-        feature_extractor(self.base).save_pretrained(directory)
+        feature_extractor(target.payload.head.extractor).save_pretrained(directory)
         return taken_state(model)  # the base model's file unmapped once the digests are taken
 
     def written(self, source: Source, target: Target, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,19 +72,22 @@ class S3PRLConversion(Conversion):
         labels = [field for field in head.fields if field.name == "id2label"]
         if labels and not generic(dict(enumerate(labels[0].value))):  # names the checkpoint fixes
             config["id2label"] = dict(enumerate(labels[0].value))
-        extractor = feature_extractor(self.base).to_dict()
-        return {"config.json": config, "preprocessor_config.json": {name: extractor[name] for name in EXTRACTOR_FIELDS}}
+        extractor = {field.name: field.value for field in head.extractor}
+        return {"config.json": config, "preprocessor_config.json": extractor}
 
     def reference(self, source: Source, target: Target) -> S3PRLCheckpoint:
         return source.payload  # s3prl's modules are built from it, fed the written model's hidden states
 
     def compare(self, model: nn.Module, reference: S3PRLCheckpoint, target: Target) -> Comparison:
-        from converters.audio import probe_signal
+        """From the built-in recordings, the directory's feature extractor (loaded as a user loads it) and model
+        against s3prl's pipeline (``converters.s3prl.stages.compare_with_s3prl``)."""
+        from converters.audio import directory_extractor
         from converters.s3prl.stages import compare_with_s3prl
 
-        waveforms = [probe_signal(seconds, seed=seed) for seconds, seed in PROBES]
-        extractor = feature_extractor(self.staging)
-        divergence = compare_with_s3prl(model, reference, target.payload.head, waveforms, extractor)
+        found = compare_with_s3prl(model, reference, target.payload.head, directory_extractor(self.staging))
+        divergence = found.divergence
         worst = divergence.worst()
         cause = "" if divergence.first is None else divergence.summary()
-        return Comparison(worst.difference, worst.tolerance, divergence, cause)
+        if divergence.stages[0].diverged:
+            cause = f"the directory's feature extractor hands the model other waveforms than s3prl does; {cause}"
+        return Comparison(worst.difference, worst.tolerance, divergence, cause, notes=found.notes)

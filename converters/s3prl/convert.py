@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import PretrainedConfig, Wav2Vec2FeatureExtractor
+from transformers import PretrainedConfig
 
 from converters.errors import ConversionError, first_line
 from converters.hub import model_directory
@@ -27,6 +27,12 @@ class Target:
     head: Head
     config: PretrainedConfig
     fields: tuple[Field, ...] = ()  # where each derived field came from (empty: a config taken as given)
+    extractor: tuple[Field, ...] = ()  # the feature extractor's fields, where each came from
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether s3prl's upstream layer-normalized each waveform the head was trained on."""
+        return any(field.name == "do_normalize" and field.value for field in self.extractor)
 
     @property
     def model_class(self) -> Any:
@@ -52,14 +58,20 @@ def read_config(path: Path) -> Target:
 
 
 def target_for(
-    checkpoint: S3PRLCheckpoint, base: Path, config_path: Path | None = None, labels_path: Path | None = None
-) -> Target:
+    checkpoint: S3PRLCheckpoint, base: Path, config_path: Path | None = None, labels_path: Path | None = None,
+    normalize_waveform: str | None = None,
+) -> Target:  # fmt: skip
     """The classifier config the checkpoint implies on ``base``; a given config must agree with it in every
     field that changes what the model computes (each disagreement is named), and is then used as written,
-    with the fields only the derivation knows (label names it lacks, the tie flag) filled in."""
+    with the fields only the derivation knows (label names it lacks, the tie flag) filled in. The feature
+    extractor follows from the upstream the head was trained on (``normalize_waveform``: yes or no decides)."""
+    from converters.s3prl.preprocessing import extractor_fields, normalization
+
     derived = derive(checkpoint, base, labels_path, config_given=config_path is not None)
+    normalize = normalization(checkpoint.args, derived.family, derived.config, str(base), normalize_waveform)
+    extractor = extractor_fields(normalize)
     if config_path is None:
-        return Target(derived.family, derived.head, derived.config, derived.fields)
+        return Target(derived.family, derived.head, derived.config, derived.fields, extractor)
     given = read_config(config_path)
     found = disagreements(derived, given.config, read_json(config_path, f"config {config_path}"), base)
     if found:
@@ -70,7 +82,7 @@ def target_for(
     if generic(given.config.id2label or {}) and not generic(dict(enumerate(labels.value))):
         apply(given.config, labels)
     apply(given.config, derived.field(TIE))
-    return Target(given.family, given.head, given.config, derived.fields)
+    return Target(given.family, given.head, given.config, derived.fields, extractor)
 
 
 def base_attribute(model: Any) -> str:
@@ -215,11 +227,3 @@ def build_model(base: Path, target: Target, head: dict[str, torch.Tensor]) -> An
         raise ConversionError(f"base model {base} lacks {', '.join(base_missing[:3])}")
     assign_serialized(model, head)
     return model.eval()
-
-
-def feature_extractor(base: Path) -> Wav2Vec2FeatureExtractor:
-    """As the original script built it: the base model's, with an attention mask and no normalisation."""
-    try:
-        return Wav2Vec2FeatureExtractor.from_pretrained(base, return_attention_mask=True, do_normalize=False)
-    except OSError as error:
-        raise ConversionError(f"base model {base} has no feature extractor config: {first_line(error)}") from None

@@ -52,6 +52,14 @@ CONVERTER = Converter(
             Role.INPUT,
             metavar="FILE",
         ),
+        Option(
+            "--normalize_waveform",
+            "whether s3prl's upstream layer-normalized each waveform (the written extractor's do_normalize) (default: "
+            "as s3prl's upstream named by the checkpoint's Args.upstream does; for a name s3prl's table lacks, as the "
+            "base model's feature encoder implies: layer norm, yes)",
+            metavar="{yes,no}",
+            choices=("yes", "no"),
+        ),
         Option("--checkpoint_path", "the s3prl runner checkpoint", Role.SOURCE, required=True, key="checkpoint"),
         Option("--model_dump_path", "output directory", Role.OUTPUT, required=True),
     ),

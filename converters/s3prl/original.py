@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 from s3prl.downstream.diarization.model import Model as DiarizationModel
 from s3prl.downstream.model import UtteranceLevel
@@ -130,6 +132,30 @@ def upstream_hidden_states(base_model: Any) -> Iterator[list[torch.Tensor]]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+class _Capture:
+    """Stands in for an upstream's model: keeps what s3prl's expert hands it."""
+
+    def extract_features(self, padded_wav: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                         mask: Any = None) -> tuple[None, None]:  # fmt: skip
+        self.padded_wav, self.padding_mask = padded_wav, padding_mask
+        return None, None
+
+
+def upstream_input(waveforms: Sequence[np.ndarray], normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What s3prl's upstream expert hands its model for a batch of recordings: the padded waveforms and the padding
+    mask (True where padded), computed by s3prl's own code: its WavLM expert's ``forward``, on a stand-in that holds
+    the upstream's ``normalize`` and, for a model, what keeps its inputs. The wav2vec2, hubert, unispeech_sat and
+    data2vec experts preprocess alike (tests/test_s3prl_preprocessing.py holds their sources to it); this one imports
+    with torch alone (theirs fetch checkpoints: requests, omegaconf)."""
+    from s3prl.upstream.wavlm.expert import UpstreamExpert
+
+    model = _Capture()
+    stand_in = SimpleNamespace(cfg=SimpleNamespace(normalize=normalize), model=model)
+    UpstreamExpert.forward(stand_in, [torch.from_numpy(np.asarray(w, dtype=np.float32)) for w in waveforms])
+    assert model.padding_mask is not None
+    return model.padded_wav, model.padding_mask
 
 
 def featurizer(base_model: Any, layer_selection: int | None = None) -> Featurizer:
