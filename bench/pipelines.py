@@ -3,6 +3,8 @@
 ``CASE`` is a case directory made by ``bench.cases`` (its ``case.json`` says the converter and its options).
 - ``command``: the project's command end to end, every check on (the installed console script).
 - ``verify``: the command's ``--verify`` of a directory the command wrote (made once, beside the case).
+- ``locate``: a failing ``--verify``: of that directory with one weight in the middle of the model changed (made
+  once), so that the comparison is located stage by stage (exit 1 is its success).
 - ``seed``: the seed scripts' way: full ``torch.load``, rename, a randomly initialised model,
   ``load_state_dict``, one forward, ``save_pretrained``.
 - ``core``: the project's conversion core alone: safe read, map, write; no checks.
@@ -59,6 +61,32 @@ def verify(case: dict[str, Any], output: Path) -> None:
 
 def written_directory(case: dict[str, Any]) -> Path:
     return Path(case["directory"]) / "written"
+
+
+def locate(case: dict[str, Any], output: Path) -> None:
+    """``--verify`` of the written directory with one weight changed: it fails and is located."""
+    execute(case, [*arguments(case, None), "--verify", str(broken_directory(case))])
+
+
+def broken_directory(case: dict[str, Any]) -> Path:
+    """The written directory, the rows of its middle matrix (in key order) reversed; made once."""
+    broken = Path(case["directory"]) / "broken"
+    if broken.is_dir():
+        return broken
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    partial = broken.with_name("broken.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(written_directory(case), partial)
+    weights = load_file(partial / "model.safetensors")
+    matrices = sorted(key for key, tensor in weights.items() if tensor.dim() == 2 and tensor.shape[0] > 1)
+    middle = matrices[len(matrices) // 2]
+    weights[middle] = weights[middle].flip(0).contiguous()
+    save_file(weights, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    partial.rename(broken)
+    return broken
 
 
 def execute(case: dict[str, Any], argv: list[str]) -> None:
@@ -172,6 +200,7 @@ def floor(case: dict[str, Any], output: Path) -> None:
 PIPELINES: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "command": command,
     "verify": verify,
+    "locate": locate,
     "seed": seed,
     "core": core,
     "floor": floor,

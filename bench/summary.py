@@ -23,6 +23,7 @@ TARGETS: dict[str, tuple[str, str, str, float]] = {
     "command / seed wall": ("command", "seed", "wall_s", 1.0),
     "command / seed memory": ("command", "seed", "peak_mib", 0.85),
     "verify / command wall": ("verify", "command", "wall_s", 0.8),
+    "failing / passing verify memory": ("locate", "verify", "peak_mib", 1.3),
     "core / floor wall": ("core", "floor", "wall_s", 1.5),
 }
 

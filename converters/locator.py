@@ -10,6 +10,9 @@ first is where to look.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -168,41 +171,48 @@ def locate(stages: Sequence[Stage], run: Callable[[], object], *, atol: float, r
 
 
 class _Meeting:
-    """Where two models running side by side meet at each stage: a stage's two values are compared as soon as
-    both are read, and let go. A side that reaches a stage first waits there until the other reaches it, passes
-    it or ends, so that neither side runs ahead holding values the other has not reached yet."""
+    """Two models running in turn, meeting at each stage: a side runs until its next stage, leaves its value there
+    and hands the turn over; the other runs to the same stage, the two values are compared and let go. So only one
+    model computes at a time (its transient activations alone, as one after the other), and each side holds one
+    stage's value at most."""
 
     SIDES = ("original", "converted")
 
     def __init__(self, stages: Sequence[Stage]) -> None:
-        self.stages = stages
         self.index = {stage.name: i for i, stage in enumerate(stages)}
-        self.latest = dict.fromkeys(self.SIDES, -1)  # the furthest stage each side has reached
+        self.turn = "original"
         self.ended = dict.fromkeys(self.SIDES, False)
-        self.waiting: dict[tuple[str, str], torch.Tensor] = {}
+        self.waiting: dict[str, tuple[int, torch.Tensor]] = {}  # side -> (its stage index, its value)
         self.found: dict[str, tuple[float, float]] = {}  # stage -> (difference, the original's magnitude)
         self.condition = threading.Condition()
 
-    def arrive(self, name: str, side: str, value: torch.Tensor) -> None:
-        other = self.SIDES[1 - self.SIDES.index(side)]
-        i = self.index[name]
+    def _other(self, side: str) -> str:
+        return self.SIDES[1 - self.SIDES.index(side)]
+
+    def wait_turn(self, side: str) -> None:
         with self.condition:
-            self.latest[side] = max(self.latest[side], i)
-            self.condition.notify_all()
-            theirs = self.waiting.pop((name, other), None)
-            if theirs is not None:
-                original, converted = (value, theirs) if side == "original" else (theirs, value)
-                self.found[name] = (largest_difference(original, converted), _largest(original))
-                return
-            self.waiting[(name, side)] = value
-            while (name, side) in self.waiting and self.latest[other] < i and not self.ended[other]:
+            while self.turn != side and not self.ended[self._other(side)]:
                 self.condition.wait()
-            # met (the other side took it), or the other side went past this stage or ended without it
-            self.waiting.pop((name, side), None)
+
+    def arrive(self, name: str, side: str, value: torch.Tensor) -> None:
+        other, i = self._other(side), self.index[name]
+        with self.condition:
+            theirs = self.waiting.get(other)
+            if theirs is not None and theirs[0] <= i:  # at this stage, or one this side never reached: let go
+                del self.waiting[other]
+                if theirs[0] == i:
+                    original, converted = (value, theirs[1]) if side == "original" else (theirs[1], value)
+                    self.found[name] = (largest_difference(original, converted), _largest(original))
+                    return  # both values met: this side runs on, still its turn
+            self.waiting[side] = (i, value)
+            self.turn = other
+            self.condition.notify_all()
+        self.wait_turn(side)
 
     def end(self, side: str) -> None:
         with self.condition:
-            self.ended[side] = True
+            self.ended[side] = True  # its value waiting, if any, stays to be met
+            self.turn = self._other(side)
             self.condition.notify_all()
 
 
@@ -211,9 +221,9 @@ def locate_side_by_side(
     stages: Sequence[Stage], run_original: Callable[[], object], run_converted: Callable[[], object], *,
     atol: float, rtol: float = 0.0,
 ) -> Divergence:  # fmt: skip
-    """``locate`` for two models that run independently: each on a thread of its own, meeting at every stage, so
-    that only the stage being compared is held of each (a model's activations are never kept whole). Each
-    stage's modules run once per forward pass (a second call of one is not compared)."""
+    """``locate`` for two models that run independently: each on a thread of its own, in turn, meeting at every
+    stage (``_Meeting``), so that only the stage being compared is held of each (a model's activations are never
+    kept whole). Each stage's modules run once per forward pass (a second call of one is not compared)."""
     names = [stage.name for stage in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"stage names must be unique: {names}")
@@ -226,6 +236,7 @@ def locate_side_by_side(
 
     def running(name: str, run: Callable[[], object]) -> None:
         try:
+            meeting.wait_turn(name)
             with torch.no_grad():
                 run()
         except BaseException as error:  # raised again below, in the caller's thread
@@ -296,6 +307,8 @@ def float64_in_turn(model: nn.Module, units: Sequence[nn.Module]) -> Iterator[nn
 
     def leaving(unit: nn.Module, args: Any, out: Any) -> None:
         back(unit_keys(unit))
+        _give_back_freed_memory()
+        _page_out(unit)
 
     inside = {id(m) for unit in units for m in unit.modules()}
     handles = []
@@ -311,6 +324,44 @@ def float64_in_turn(model: nn.Module, units: Sequence[nn.Module]) -> Iterator[nn
         for handle in handles:
             handle.remove()
         back(list(narrow))  # the rest, and a unit whose forward raised
+
+
+def _give_back_freed_memory() -> None:
+    """Return the heap's freed pages to the system (glibc's ``malloc_trim``): a unit's float64 copy is freed when it
+    returns, but blocks under glibc's mmap threshold stay in the heap, where the next unit's do not always fit."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> Any:
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc: nothing to do
+        return None
+
+
+MADV_PAGEOUT = 21  # Linux 5.4: reclaim these pages now; a file's are dropped (read again when touched), others kept
+
+
+def _page_out(unit: nn.Module) -> None:
+    """Let go of the pages of a unit's weights that are a file's (a checkpoint memory-mapped): each unit runs once,
+    so a model held whole as it runs (the original, rebuilt on its mapped checkpoint) costs one unit at a time.
+    Memory of the process's own is kept: the kernel can only swap it, and pages it out only where swap exists."""
+    libc = _libc()
+    if libc is None or not sys.platform.startswith("linux"):
+        return
+    page = 4096
+    for tensor in [*unit.parameters(), *unit.buffers()]:
+        start = tensor.data_ptr() // page * page
+        end = tensor.data_ptr() + tensor.numel() * tensor.element_size()
+        if tensor.device.type == "cpu" and end > start:
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_PAGEOUT)
 
 
 def _put(module: nn.Module, name: str, kind: str, value: torch.Tensor) -> None:

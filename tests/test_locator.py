@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import weakref
 
 import pytest
 import torch
@@ -14,8 +16,10 @@ from converters.locator import (
     StageDifference,
     Tap,
     first_input,
+    float64_in_turn,
     largest_difference,
     locate,
+    locate_side_by_side,
     output,
 )
 
@@ -152,3 +156,90 @@ def test_a_stage_with_nothing_in_it_has_no_difference_and_the_bare_tolerance() -
     empty = nn.Linear(2, 0)
     found = locate([Stage("empty", Tap(empty), Tap(empty))], lambda: empty(torch.ones(1, 2)), atol=0.5, rtol=10.0)
     assert [(s.difference, s.tolerance) for s in found.stages] == [(0.0, 0.5)]
+
+
+class Held(nn.Module):
+    """An identity that counts how many of its outputs' storages are alive at once: what the locator holds."""
+
+    def __init__(self, alive: list[int], most: list[int]) -> None:
+        super().__init__()
+        self.alive, self.most = alive, most
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x + 0.0
+        self.alive[0] += 1
+        self.most[0] = max(self.most[0], self.alive[0])
+        weakref.finalize(out.untyped_storage(), lambda: self.alive.__setitem__(0, self.alive[0] - 1))
+        return out
+
+
+def test_side_by_side_measures_as_one_after_the_other() -> None:
+    original, converted = chain(1.0, 1.0, 1.0), chain(1.0, 1.5, 1.0)
+    x = torch.ones(1, 2)
+    together = locate_side_by_side(stages(original, converted), lambda: original(x), lambda: converted(x), atol=0.1)
+    apart = locate(stages(original, converted), run_both(original, converted), atol=0.1)  # type: ignore[arg-type]
+    assert together == apart and together.first is together.stages[1]
+    assert not any(m._forward_hooks for m in [*original, *converted])
+
+
+def test_side_by_side_holds_one_stage_of_each_model_at_a_time() -> None:
+    """Each stage's values are compared when both are read and let go: neither side's values pile up, however many
+    stages there are (one after the other, the original's would all be held until the converted ran)."""
+    alive, most = [0], [0]
+    original = nn.Sequential(*(Held(alive, most) for _ in range(12)))
+    converted = nn.Sequential(*(Held(alive, most) for _ in range(12)))
+    x = torch.ones(1, 2)
+    found = locate_side_by_side(stages(original, converted), lambda: original(x), lambda: converted(x), atol=0.0)
+    assert found.first is None and len(found.stages) == 12
+    assert most[0] <= 6  # each side: its stage, the next module's output being made, a value waiting to meet
+    alive[0], most[0] = 0, 0
+    locate(stages(original, converted), run_both(original, converted), atol=0.0)  # type: ignore[arg-type]
+    assert most[0] == 24  # one after the other: every stage of both, held until the end
+
+
+def test_side_by_side_a_stage_one_side_skips_is_infinitely_far_and_nothing_waits_forever() -> None:
+    original, converted = chain(1.0, 1.0, 1.0), chain(1.0, 1.0, 1.0)
+    x = torch.ones(1, 2)
+    skipping = lambda: converted[2](converted[0](x))  # noqa: E731 - never runs stage 1
+    found = locate_side_by_side(stages(original, converted), lambda: original(x), skipping, atol=0.0)
+    assert [s.difference for s in found.stages] == [0.0, math.inf, 1.0]
+    ended = locate_side_by_side(stages(original, converted), lambda: original(x), lambda: None, atol=0.0)
+    assert [s.difference for s in ended.stages] == [math.inf] * 3
+
+
+def test_side_by_side_raises_what_a_side_raised_and_removes_its_hooks() -> None:
+    original, converted = chain(1.0, 1.0), chain(1.0, 1.0)
+
+    def failing() -> None:
+        converted[0](torch.ones(1, 2))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        locate_side_by_side(stages(original, converted), lambda: original(torch.ones(1, 2)), failing, atol=0.0)
+    assert not any(m._forward_hooks for m in [*original, *converted])
+
+
+def test_float64_in_turn_widens_each_unit_only_while_it_runs_and_gives_back_its_own_tensors() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)), nn.Linear(3, 2))
+    own = {name: tensor for name, tensor in model.state_dict(keep_vars=True).items()}
+    storages = {name: tensor.data.data_ptr() for name, tensor in own.items()}
+    seen: dict[str, torch.dtype] = {}
+    unit = model[1]
+    model[2].register_forward_pre_hook(lambda m, a: seen.__setitem__("unit after", unit[0].weight.dtype))
+    unit.register_forward_pre_hook(lambda m, a: seen.__setitem__("rest", model[0].weight.dtype))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    expected = copy.deepcopy(model).double()(x)
+    with float64_in_turn(model, [unit]):
+        out = model(x)
+    assert seen == {"rest": torch.float64, "unit after": torch.float32}
+    assert out.dtype == torch.float64 and torch.equal(out, expected)
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        assert tensor is own[name] and tensor.dtype == torch.float32 and tensor.data.data_ptr() == storages[name]
+
+
+def test_float64_in_turn_gives_back_a_unit_whose_forward_raised() -> None:
+    model = nn.Sequential(nn.Linear(3, 3))
+    model[0].register_forward_hook(lambda m, a, o: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"), float64_in_turn(model, [model[0]]):
+        model(torch.randn(1, 3, dtype=torch.float64))
+    assert model[0].weight.dtype == torch.float32
