@@ -64,14 +64,15 @@ def test_every_variant_computes_the_originals_function_from_the_recording(
     assert check_result(result.stdout, "test_outputs_match_the_original_implementation") == "passed"
     text = " ".join(result.stdout.split())
     assert f"features: transformers' ASTFeatureExtractor computed {transformers_fbank()};" in text
-    assert ("kaldi fbank from torchaudio " + ("" if torchaudio_fbank() else f"{metadata()['torchaudio']}, stored")) in text
+    stored = "" if torchaudio_fbank() else f"{metadata()['torchaudio']}, stored"
+    assert f"kaldi fbank from torchaudio {stored}" in text
     compared = input_lines(result.stdout)
     assert set(compared) == {recording.name for recording in AST_RECORDINGS}
     for name, (difference, limit) in compared.items():
         assert difference <= limit, name
         if torchaudio_fbank() is not None:  # transformers calls the same function with the same settings
             assert difference == 0.0, name
-    assert f"outputs from the recording: largest difference " in text and f"on {MODEL_RECORDING} " in text
+    assert "outputs from the recording: largest difference " in text and f"on {MODEL_RECORDING} " in text
 
 
 def test_the_features_tolerance_is_twice_the_float32_rounding_of_the_originals_fbank() -> None:
@@ -162,7 +163,8 @@ def test_with_torchaudio_a_recording_of_the_users_own_is_compared_at_the_input_t
     from fixtures.inputs import SPEECH
 
     result = convert(ast_checkpoint(TENTEN), TENTEN, tmp_path / "out", "--sample_audio", str(SPEECH))
-    assert input_lines(result.stdout)["sample audio"] == (0.0, pytest.approx(tolerance(128, TENTEN.dataset.feature_std), rel=1e-2))
+    limit = tolerance(128, TENTEN.dataset.feature_std)
+    assert input_lines(result.stdout)["sample audio"] == (0.0, pytest.approx(limit, rel=1e-2))
 
 
 def test_the_stored_fbank_is_used_only_for_the_recordings_and_bins_it_holds() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import weakref
+from typing import Any
 
 import pytest
 import torch
@@ -224,9 +225,10 @@ def test_float64_in_turn_widens_each_unit_only_while_it_runs_and_gives_back_its_
     own = {name: tensor for name, tensor in model.state_dict(keep_vars=True).items()}
     storages = {name: tensor.data.data_ptr() for name, tensor in own.items()}
     seen: dict[str, torch.dtype] = {}
-    unit = model[1]
-    model[2].register_forward_pre_hook(lambda m, a: seen.__setitem__("unit after", unit[0].weight.dtype))
-    unit.register_forward_pre_hook(lambda m, a: seen.__setitem__("rest", model[0].weight.dtype))
+    first, unit, last = model
+    inner: Any = unit
+    last.register_forward_pre_hook(lambda m, a: seen.__setitem__("unit after", inner[0].weight.dtype))
+    unit.register_forward_pre_hook(lambda m, a: seen.__setitem__("rest", first.weight.dtype))
     x = torch.randn(4, 3, dtype=torch.float64)
     expected = copy.deepcopy(model).double()(x)
     with float64_in_turn(model, [unit]):

@@ -195,7 +195,7 @@ class ASTConversion(Conversion):
             shape = (
                 "" if theirs.shape == original.shape else f" (shape {tuple(theirs.shape)}, not {tuple(original.shape)})"
             )
-            lines.append(f"  {name} ({len(waveform) / SAMPLING_RATE:g} s{', ' + level if level else ''}): largest "
+            lines.append(f"  {name} ({len(waveform) / SAMPLING_RATE:.3g} s{', ' + level if level else ''}): largest "
                          f"difference {difference:.3g}{shape} (tolerance {tolerance:.3g})")  # fmt: skip
             worst = max(worst, (difference, name), key=lambda item: item[0])
         if not compared:
