@@ -228,7 +228,8 @@ def test_float64_in_turn_widens_each_unit_only_while_it_runs_and_gives_back_its_
     first, unit, last = model
     inner: Any = unit
     last.register_forward_pre_hook(lambda m, a: seen.__setitem__("unit after", inner[0].weight.dtype))
-    unit.register_forward_pre_hook(lambda m, a: seen.__setitem__("rest", first.weight.dtype))
+    head: Any = first
+    unit.register_forward_pre_hook(lambda m, a: seen.__setitem__("rest", head.weight.dtype))
     x = torch.randn(4, 3, dtype=torch.float64)
     expected = copy.deepcopy(model).double()(x)
     with float64_in_turn(model, [unit]):
