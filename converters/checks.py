@@ -37,6 +37,15 @@ def test_source_loads_safely(conversion: Conversion, source: Source) -> None:
     assert source.tensors, f"{conversion.where} holds no tensors"
 
 
+@pytest.mark.check(order=11)
+def test_deriving_the_target(target: Target, mapping: KeyMapping, notes: list[str]) -> None:
+    """What the written model must be (its class, config and extractor), derived from the source and the options:
+    a cause found while deriving it is this stage's, never a later check's."""
+    if target.fields:
+        notes.append(f"derived ({target.needs}):")
+        notes.extend(f"  {field.name} = {field.value!r}  <- {field.source}" for field in target.fields)
+
+
 @pytest.mark.check(order=20)
 def test_source_weights_are_finite_floats(conversion: Conversion, source: Source, mapping: KeyMapping) -> None:
     check_weights(mapping.converted_sources(source.tensors), conversion.where)

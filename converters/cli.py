@@ -49,9 +49,11 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
         path = option.role in (Role.SOURCE, Role.INPUT, Role.OUTPUT)
         p.add_argument(
             option.flag,
+            *option.aliases,
+            dest=option.dest,
             required=option.required and option.role is not Role.OUTPUT,  # --verify writes nothing
             default=option.default,
-            type=Path if path else str,
+            type=option.type or (Path if path else str),
             metavar=option.metavar,
             choices=option.choices,
             help=option.help,

@@ -54,6 +54,8 @@ class Option:
     metavar: str | None = None
     key: str | None = None  # its name in a manifest of conversions (default: its dest)
     choices: tuple[str, ...] | None = None  # the values it takes (argparse refuses others)
+    type: Callable[[str], Any] | None = None  # what a value is read as (default: a path for files, else text)
+    aliases: tuple[str, ...] = ()  # other spellings (the original training script's, say)
 
     @property
     def dest(self) -> str:
@@ -182,6 +184,7 @@ class Target:
     shapes: Any  # every serialized key, as a shape-only (meta) tensor: a dict, or a function returning one
     needs: str  # who needs those shapes, for refusals: "the config", "ast-... (stride 10, ...)"
     payload: Any = None
+    fields: tuple[Any, ...] = ()  # derived fields (``converters.derivation.Field``), each with where it came from
 
     @cached_property
     def model_class(self) -> Any:

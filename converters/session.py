@@ -464,8 +464,11 @@ class ConversionPlugin:
             report.user_properties.append(("not_run", error.need))
         elif report.when == "setup" and not excinfo.errisinstance(pytest.skip.Exception):
             first = self._first_to_raise.setdefault(id(error), (name, error))[0]
-            if first != name:  # the fixture failed already, for the check that needed it first
+            if first != name:  # the fixture failed already, for the check that needed it first: not run, as JUnit says
                 report.user_properties.append(("not_run", first))
+                report.outcome = "skipped"
+                report.longrepr = (str(item.path), 0, f"not run: needs {first}")
+                return report
         if excinfo.errisinstance(ConversionError):  # a refusal: its cause, not a traceback
             report.longrepr = str(error)
         kind = _kind(excinfo)

@@ -174,6 +174,7 @@ def test_a_cached_hub_label_file_is_checked(
     labels = id2label(TENTEN.dataset)
     if not agree:
         labels[0], labels[1] = labels[1], labels[0]
+    assert TENTEN.dataset.hub_label_file is not None
     cache = hub_cache(HUB_LABEL_REPO, TENTEN.dataset.hub_label_file, json.dumps(labels).encode())
     output = tmp_path / "out"
     result = run(checkpoint, output, hub_cache=cache)

@@ -21,7 +21,8 @@ def shown(converter: Converter) -> list[tuple[str, str]]:
     options = []
     for option in converter.options:
         metavar = option.metavar or option.dest.upper()
-        options.append((f"{option.flag} {metavar}", option.help))
+        spellings = ", ".join(f"{flag} {metavar}" for flag in (option.flag, *option.aliases))
+        options.append((spellings, option.help))
     shared = [("--overwrite", SHARED_HELP["--overwrite"]), ("--push_to_hub REPO_ID", SHARED_HELP["--push_to_hub"]),
               ("--junitxml PATH", SHARED_HELP["--junitxml"]), ("--report DIR", SHARED_HELP["--report"]),
               ("--verbose", SHARED_HELP["--verbose"]), ("--verify DIR", SHARED_HELP["--verify"]),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,14 +14,17 @@ import torch
 from torch import nn
 
 from converters.ast import convert as ast_convert
-from converters.ast.config import NUM_MEL_BINS, backbone_of, feature_extractor, hf_config
+from converters.ast.config import feature_extractor, hf_config
 from converters.ast.convert import target_spec, write_files
+from converters.ast.derive import Derived, derive
 from converters.ast.features import original_fbank, original_features, transformers_fbank
 from converters.ast.features import tolerance as features_tolerance
-from converters.ast.variants import AUDIOSET_SAMPLE, Variant, variant
+from converters.ast.layout import Layout, layout_of
+from converters.ast.spec import Spec
+from converters.ast.variants import AUDIOSET_SAMPLE, Variant
 from converters.audio import SAMPLING_RATE, directory_extractor, read_audio
 from converters.contract import Comparison, Conversion, Source, Target
-from converters.errors import ConversionError
+from converters.derivation import Field
 from converters.hub import cached_hub_file
 from converters.locator import Divergence, StageDifference, largest_difference
 from converters.mapping import KeyMapping
@@ -33,7 +35,7 @@ LOGITS_ATOL = 1e-4  # transformers' AST integration test uses atol=1e-4 on the p
 # What fixes the written model's function and its input features (the rest of config.json is bookkeeping).
 CONFIG_FIELDS = (
     "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act", "layer_norm_eps",
-    "qkv_bias", "patch_size", "frequency_stride", "time_stride", "max_length", "num_mel_bins", "id2label",
+    "qkv_bias", "patch_size", "frequency_stride", "time_stride", "max_length", "num_mel_bins",
 )  # fmt: skip
 EXTRACTOR_FIELDS = ("feature_size", "sampling_rate", "num_mel_bins", "max_length", "do_normalize", "mean", "std")
 SAMPLE_REPO = "nielsr/audio-spectogram-transformer-checkpoint"
@@ -45,9 +47,10 @@ def dtype_tolerance(dtype: torch.dtype, scale: float) -> float:
     return max(LOGITS_ATOL, 4 * torch.finfo(dtype).eps * max(1.0, scale))
 
 
-def resolve_sample(given: Path | None, chosen: Variant) -> Path | None:
-    """The sample audio: as given, else the AudioSet sample if the local hub cache holds it."""
-    if given is not None or chosen.sample_audio != AUDIOSET_SAMPLE:
+def resolve_sample(given: Path | None, chosen: Variant | None) -> Path | None:
+    """The sample audio: as given, else, for a published AudioSet variant, its sample if the local hub cache holds
+    it."""
+    if given is not None or chosen is None or chosen.sample_audio != AUDIOSET_SAMPLE:
         return given
     return cached_hub_file(SAMPLE_REPO, AUDIOSET_SAMPLE)
 
@@ -63,44 +66,48 @@ class Reference:
     original: frozenset[str]  # the inputs whose features are the original pipeline's (else the converter's)
 
 
-def variants_fitting(state: Mapping[str, torch.Tensor]) -> list[Variant]:
-    """The published variants whose patch grid and label count the checkpoint's shapes have."""
-    from converters.ast.config import NUM_MEL_BINS, PATCH
-    from converters.ast.variants import VARIANTS
+def layout_fields(layout: Layout) -> tuple[Field, ...]:
+    """What the weights fix, as the report lists it."""
+    backbone = layout.backbone
+    key = layout.key
+    fields = [
+        Field("hidden_size", backbone.hidden_size, f"{key('v.cls_token')}'s width: {backbone.size}"),
+        Field("num_hidden_layers", backbone.num_layers, f"the {key('v.blocks.N')} keys"),
+        Field("num_attention_heads", backbone.num_heads, "the width / 64, as in every DeiT size"),
+        Field("intermediate_size", backbone.intermediate_size, f"{key('v.blocks.0.mlp.fc1.weight')}'s rows"),
+    ]
+    if layout.pretraining:
+        dropped = ", ".join(key(name) for name in ("cpredlayer", "gpredlayer", "mask_embed", "p_input_fdim"))
+        fields.append(Field("architectures", ["ASTModel"], f"an SSAST pretraining checkpoint: no mlp_head; its encoder "
+                            f"is converted, its pretext heads dropped ({dropped}, ...)"))  # fmt: skip
+    return tuple(fields)
 
-    rows = state["module.v.pos_embed"].shape[1] if "module.v.pos_embed" in state else None
-    labels = state["module.mlp_head.1.weight"].shape[0] if "module.mlp_head.1.weight" in state else None
 
-    def grid(v: Variant) -> int:
-        return ((NUM_MEL_BINS - PATCH) // v.stride + 1) * ((v.max_length - PATCH) // v.stride + 1) + 2
-
-    return [v for v in VARIANTS if grid(v) == rows and v.dataset.num_labels == labels]
+def outputs_of(model: Any, features: torch.Tensor) -> torch.Tensor:
+    """What a model computes: the logits, or, for an encoder without a head, its last hidden state."""
+    out = model(input_values=features)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
 
 
 class ASTConversion(Conversion):
-    chosen: Variant | None = None
     concurrent_reference = True  # the original's forward pass, while the files are written
+    _derived: Derived | None = None
 
     @property
-    def variant(self) -> Variant:
-        """The variant named by ``--model_name``, or the one the checkpoint's shapes fit (set by ``target``)."""
-        if self.options.get("model_name") is not None:
-            return variant(self.options["model_name"])
-        if self.chosen is None:
-            raise RuntimeError("the variant is read off the checkpoint: ask for the target first")
-        return self.chosen
+    def derived(self) -> Derived:
+        """What the options and the checkpoint's shapes fix (set by ``target``)."""
+        if self._derived is None:
+            raise RuntimeError("the spec is read off the checkpoint: ask for the target first")
+        return self._derived
 
-    def variant_of(self, source: Source) -> Variant:
-        if self.options.get("model_name") is not None:
-            return self.variant
-        fitting = variants_fitting(source.tensors)
-        if len(fitting) != 1:
-            rows = tuple(source.tensors["module.v.pos_embed"].shape) if "module.v.pos_embed" in source.tensors else None
-            found = f"module.v.pos_embed has shape {rows}" if rows else "it has no module.v.pos_embed"
-            which = ", ".join(v.name for v in fitting) if fitting else "no published variant"
-            raise ConversionError(f"{self.where} fits {which} ({found}); name the variant with --model_name")
-        self.chosen = fitting[0]
-        return self.chosen
+    @property
+    def spec(self) -> Spec:
+        return self.derived.spec
+
+    @property
+    def variant(self) -> Variant | None:
+        """The published model named, or read off the checkpoint's shapes; None for any other checkpoint."""
+        return self.derived.variant
 
     @cached_property
     def sample_audio(self) -> Path | None:
@@ -109,26 +116,33 @@ class ASTConversion(Conversion):
     def read(self) -> Source:
         return Source(as_state_dict(self.loader.load(self.source_path), self.where))
 
+    def layout(self, source: Source) -> Layout:
+        return layout_of(source.tensors, self.where)
+
     def mapping(self, source: Source, target: Target) -> KeyMapping:
-        return ast_convert.AST_MAPPING  # looked up on the module: a test may replace it with a broken one
+        return ast_convert.mapping_for(target.payload)
 
     def target(self, source: Source) -> Target:
-        v = self.variant_of(source)
-        weights = ast_convert.AST_MAPPING.converted_sources(source.tensors)
-        config = hf_config(v, backbone_of(source.tensors), weights_dtype(weights, self.where))
-        needs = f"{v.name} (stride {v.stride}, max_length {v.max_length}, {v.dataset.num_labels} labels)"
-        return Target("transformers:ASTForAudioClassification", config, lambda: target_spec(config), needs)
+        layout = self.layout(source)
+        self._derived = derive(layout, self.options, self.where)
+        weights = ast_convert.mapping_for(layout).converted_sources(source.tensors)
+        config = hf_config(self.spec, layout.backbone, weights_dtype(weights, self.where))
+        needs = ast_convert.needs(self.spec, self.variant.name if self.variant is not None else None)
+        model = f"transformers:{ast_convert.model_class(config)}"
+        fields = (*self.derived.fields, *layout_fields(layout))
+        return Target(model, config, lambda: target_spec(config), needs, layout, fields)
 
     def write(
         self, source: Source, target: Target, tensors: dict[str, torch.Tensor], directory: Path
     ) -> dict[str, torch.Tensor]:
-        write_files(target.config, tensors, self.variant, directory)
+        write_files(target.config, tensors, self.spec, directory)
         return tensors
 
     def function_fields(self, target: Target) -> dict[str, dict[str, Any]]:
-        extractor = feature_extractor(self.variant).to_dict()
+        extractor = feature_extractor(self.spec).to_dict()
+        head = () if target.payload.pretraining else ("id2label",)
         return {
-            "config.json": {name: getattr(target.config, name) for name in CONFIG_FIELDS},
+            "config.json": {name: getattr(target.config, name) for name in (*CONFIG_FIELDS, *head)},
             "preprocessor_config.json": {name: extractor[name] for name in EXTRACTOR_FIELDS},
         }
 
@@ -148,11 +162,11 @@ class ASTConversion(Conversion):
     def original_input(self, waveform: np.ndarray, recording: Recording | None) -> tuple[torch.Tensor | None, str]:
         """The original pipeline's features of a recording, and whence: ``(None, why)`` where its fbank cannot be
         computed here (torchaudio does not load, and it is not a built-in recording)."""
-        v = self.variant
-        fbank, source = original_fbank(waveform, NUM_MEL_BINS, recording)
+        spec = self.spec
+        fbank, source = original_fbank(waveform, spec.num_mel_bins, recording)
         if fbank is None:
             return None, source
-        return original_features(fbank, v.max_length, v.dataset.feature_mean, v.dataset.feature_std), source
+        return original_features(fbank, spec.max_length, spec.feature_mean, spec.feature_std), source
 
     @torch.no_grad()
     def reference(self, source: Source, target: Target) -> Reference:
@@ -162,20 +176,20 @@ class ASTConversion(Conversion):
         for name, (waveform, recording) in self.recordings.items():
             features, sources[name] = self.original_input(waveform, recording)
             if features is None:  # the model side alone: both models on the features the converter would write
-                features = feature_extractor(self.variant)(waveform, sampling_rate=SAMPLING_RATE,
-                                                           return_tensors="pt").input_values  # fmt: skip
+                features = feature_extractor(self.spec)(waveform, sampling_rate=SAMPLING_RATE,
+                                                        return_tensors="pt").input_values  # fmt: skip
                 sources[name] = f"the converter's feature extractor ({sources[name]})"
             else:
                 originals.add(name)
             inputs[name] = features
-        original = load_original(source.tensors, self.variant)  # holds the checkpoint's own tensors
+        original = load_original(source.tensors, self.spec)  # holds the checkpoint's own tensors
         logits = {name: original(features) for name, features in inputs.items()}
         return Reference(inputs, logits, sources, frozenset(originals))
 
     def input_stage(self, extractor: Any, reference: Reference) -> tuple[StageDifference, list[str]]:
         """The directory's features against the original's, on every built-in recording (and the sample audio
         where its original fbank could be computed): the locator's first stage, and a line per recording."""
-        tolerance = features_tolerance(NUM_MEL_BINS, self.variant.dataset.feature_std)
+        tolerance = features_tolerance(self.spec.num_mel_bins, self.spec.feature_std)
         compared: dict[str, tuple[np.ndarray, torch.Tensor, str]] = {}
         for builtin in RECORDINGS:
             if builtin.ast:
@@ -217,7 +231,7 @@ class ASTConversion(Conversion):
             if features.shape != reference.inputs[name].shape:  # the model cannot even take them
                 differences[name] = math.inf
                 continue
-            logits[name] = float32(input_values=features).logits
+            logits[name] = outputs_of(float32, features)
             differences[name] = (logits[name] - reference.logits[name]).abs().nan_to_num(nan=math.inf).max().item()
         worst = max(differences.items(), key=lambda item: item[1])
         notes.append(f"outputs from the recording: largest difference {worst[1]:.3g} on {worst[0]} (tolerance "
@@ -231,7 +245,7 @@ class ASTConversion(Conversion):
         from converters.ast.original import load_original
         from converters.ast.stages import locate_divergence
 
-        original = load_original(self.read().tensors, self.variant)
+        original = load_original(self.read().tensors, self.spec)
         located = locate_divergence(original, float32, reference.inputs[worst[0]], LOGITS_ATOL)
         divergence = Divergence((inputs, *located.stages, recording))
         cause = ""

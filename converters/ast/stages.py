@@ -21,16 +21,21 @@ ATOL = RTOL = 1e-9
 HEAD_NOTE = "by design: the original's head LayerNorm has eps 1e-5, ASTConfig one eps (1e-6) for all"
 
 
+def hf_base(model: Any) -> Any:
+    """The encoder: ``ASTForAudioClassification``'s ``audio_spectrogram_transformer``, or ``ASTModel`` itself."""
+    return getattr(model, "audio_spectrogram_transformer", model)
+
+
 def hf_layers(model: Any) -> nn.ModuleList:
     """The transformer blocks: ``layers`` in transformers 5, ``encoder.layer`` in 4.x."""
-    base = model.audio_spectrogram_transformer
+    base = hf_base(model)
     return base.layers if hasattr(base, "layers") else base.encoder.layer
 
 
 def ast_stages(original: OriginalAST, converted: Any, head_tolerance: float) -> list[Stage]:
     """Every stage of the forward pass, in order. A block's MLP stage is the block's output (after the
     MLP's residual): transformers 4.x folds that residual into its MLP module, 5.x does not."""
-    base = converted.audio_spectrogram_transformer
+    base = hf_base(converted)
     v = original.v
     stages = [
         Stage("patch embedding", Tap(v.patch_embed.proj), Tap(base.embeddings.patch_embeddings.projection)),
@@ -43,7 +48,8 @@ def ast_stages(original: OriginalAST, converted: Any, head_tolerance: float) -> 
         stages.append(Stage(f"block {n} attention", Tap(block.attn), Tap(layer.attention)))
         stages.append(Stage(f"block {n} MLP", Tap(block), Tap(layer)))
     stages.append(Stage("final norm", Tap(v.norm), Tap(base.layernorm)))
-    stages.append(Stage("head", Tap(original.mlp_head), Tap(converted.classifier), head_tolerance, HEAD_NOTE))
+    if original.mlp_head is not None:
+        stages.append(Stage("head", Tap(original.mlp_head), Tap(converted.classifier), head_tolerance, HEAD_NOTE))
     return stages
 
 

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlparse
 
+from converters.ast.spec import AUDIOSET, SPEECH_COMMANDS, Recipe, Spec
 from converters.errors import ConversionError
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Label set and input normalisation of a training recipe (YuanGongND/ast, src/run.py)."""
-
-    name: str
-    labels_file: str
-    num_labels: int
-    hub_label_file: str
-    feature_mean: float
-    feature_std: float
-    max_length: int
-
-
-AUDIOSET = Dataset("audioset", "class_labels_indices.csv", 527, "audioset-id2label.json", -4.2677393, 4.5689974, 1024)
-SPEECH_COMMANDS = Dataset(
-    "speech-commands-v2",
-    "speechcommands_class_labels_indices.csv",
-    35,
-    "speech-commands-v2-id2label.json",
-    -6.845978,
-    5.5654526,
-    128,
-)
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
     stride: int
-    dataset: Dataset
+    dataset: Recipe  # the recipe it was trained with
     # logits[0, :3] on the published sample audio, as transformers' integration test checks them.
     expected_slice: tuple[float, float, float]
     url: str
@@ -59,6 +37,14 @@ class Variant:
     @property
     def checkpoint_filename(self) -> str:
         return urlparse(self.url).path.rsplit("/", 1)[-1]
+
+    @cached_property
+    def spec(self) -> Spec:
+        from converters.ast.labels import id2label
+
+        labels = id2label(self.dataset)
+        return Spec(self.stride, self.stride, self.max_length, self.dataset.feature_mean, self.dataset.feature_std,
+                    labels=tuple(labels[i] for i in range(len(labels))))  # fmt: skip
 
 
 AUDIOSET_SAMPLE = "sample_audio.flac"  # hub dataset nielsr/audio-spectogram-transformer-checkpoint
@@ -92,9 +78,15 @@ VARIANTS: tuple[Variant, ...] = (
 BY_NAME = {variant.name: variant for variant in VARIANTS}
 
 
+HUB_OWNER = "MIT/"  # the published conversions' hub repositories: MIT/<name>
+
+
 def variant(name: str) -> Variant:
-    """The variant of a model name, or a ConversionError that lists the supported names."""
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise ConversionError(f"unknown model name {name!r}; supported: {', '.join(BY_NAME)}") from None
+    """The variant of a model name (``MIT/<name>``, as the hub names it, too), or a ConversionError that suggests the
+    nearest name and lists the supported ones."""
+    found = BY_NAME.get(name.removeprefix(HUB_OWNER))
+    if found is not None:
+        return found
+    nearest = difflib.get_close_matches(name.removeprefix(HUB_OWNER), list(BY_NAME), n=1, cutoff=0.6)
+    hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+    raise ConversionError(f"unknown model name {name!r}{hint} Supported: {', '.join(BY_NAME)}")

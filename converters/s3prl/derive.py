@@ -18,6 +18,7 @@ from typing import Any
 import transformers
 from transformers import PretrainedConfig
 
+from converters.derivation import Field
 from converters.errors import ConversionError, first_line
 from converters.s3prl.checkpoint import S3PRLCheckpoint
 from converters.s3prl.families import Family, Head, family_of
@@ -46,15 +47,6 @@ HEAD_FIELDS = {
     Head.XVECTOR: ("tdnn_dim", "tdnn_kernel", "tdnn_dilation", "xvector_output_dim"),
 }
 TIE = "tie_last_hidden_states"
-
-
-@dataclass(frozen=True)
-class Field:
-    """One derived config field: its value and where it came from."""
-
-    name: str
-    value: Any
-    source: str
 
 
 @dataclass(frozen=True)
