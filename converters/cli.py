@@ -20,11 +20,15 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from converters.contract import Converter, Role, validator
+from converters.contract import Converter, Role, default_source, validator
 from converters.errors import ConversionError, first_line
+
+if TYPE_CHECKING:
+    from converters.fetch import Fetcher
 
 WRITTEN, REFUSED, INTERNAL = 0, 1, 2
 
@@ -40,20 +44,46 @@ SHARED_HELP = {
     "(default: none)",
     "--fix-config": "with --verify, when only config fields differ: write a copy of the directory with them set "
     "right into this directory, its weights hard-linked, and verify it (default: none)",
+    "--revision": "the revision (branch, tag or commit) of the hub models named, for a reproducible run; NAME@REV "
+    "pins one (default: each repository's main)",
 }
 
 
-def parser(converter: Converter) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=converter.command, description=converter.description)
+def source_argument(value: str) -> Path | str:
+    """A source option's value: an http(s) address as given, else a path."""
+    from converters.fetch import is_url
+
+    return value if is_url(value) else Path(value)
+
+
+def usage(converter: Converter) -> str:
+    """What each mode requires, one line each: converting, and verifying a directory written before."""
+    required = []
     for option in converter.options:
-        path = option.role in (Role.SOURCE, Role.INPUT, Role.OUTPUT)
+        shown = f"{option.flag} {option.metavar or option.dest.upper()}"
+        if option.role is Role.SOURCE and converter.default_source is not None:
+            required.append(f"({shown} | {converter.default_source_option} NAME)")
+        elif option.required and option.role is not Role.OUTPUT:
+            required.append(shown)
+    (output,) = [o for o in converter.options if o.role is Role.OUTPUT]
+    given = " ".join(required)
+    pad = " " * len("usage: ")
+    return (f"{converter.command} {given} {output.flag} DIR [options]\n"
+            f"{pad}{converter.command} {given} --verify DIR|HUB_NAME [--fix-config OUT] [options]")  # fmt: skip
+
+
+def parser(converter: Converter) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=converter.command, description=converter.description, usage=usage(converter))
+    for option in converter.options:
+        path = option.role in (Role.INPUT, Role.OUTPUT)
+        kind = source_argument if option.role is Role.SOURCE else Path if path else str
         p.add_argument(
             option.flag,
             *option.aliases,
             dest=option.dest,
             required=option.required and option.role is not Role.OUTPUT,  # --verify writes nothing
             default=option.default,
-            type=option.type or (Path if path else str),
+            type=option.type or kind,
             metavar=option.metavar,
             choices=option.choices,
             help=option.help,
@@ -65,6 +95,7 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help=SHARED_HELP["--verbose"])
     p.add_argument("--verify", metavar="DIR", default=None, help=SHARED_HELP["--verify"])
     p.add_argument("--fix-config", metavar="OUT", type=Path, default=None, help=SHARED_HELP["--fix-config"])
+    p.add_argument("--revision", metavar="REV", default=None, help=SHARED_HELP["--revision"])
     return p
 
 
@@ -80,6 +111,11 @@ def parse(converter: Converter, argv: list[str]) -> dict[str, Any]:
             p.error("--fix-config writes a fixed copy of a directory --verify checks: give --verify DIR")
     elif options.get(output.dest) is not None or options.get("push_to_hub"):
         p.error(f"--verify checks a directory and writes nothing: {output.flag} and --push_to_hub have no place here")
+    (source,) = [o for o in converter.options if o.role is Role.SOURCE]
+    if options.get(source.dest) is None and default_source(converter, options) is None:
+        named = f", or {converter.default_source_option} NAME (its published original is fetched)" if (
+            converter.default_source) else ""  # fmt: skip
+        p.error(f"the following arguments are required: {source.flag}{named}")
     return options
 
 
@@ -114,7 +150,7 @@ def check_inputs(converter: Converter, options: Mapping[str, Any]) -> None:
         if value is None:
             continue
         if option.role is Role.MODEL:
-            model_directory(str(value), what=f"{option.flag}")
+            model_directory(str(value), what=f"{option.flag}")  # a hub name is a local directory by now
         if option.role not in (Role.SOURCE, Role.INPUT):
             continue
         path = Path(value)
@@ -124,6 +160,51 @@ def check_inputs(converter: Converter, options: Mapping[str, Any]) -> None:
             raise ConversionError(f"{option.flag} {path}: not a file")
         if not os.access(path, os.R_OK):
             raise ConversionError(f"{option.flag} {path}: cannot be read (permission denied)")
+
+
+def hub_name(value: object) -> bool:
+    """Whether ``value`` can name a hub repository (``org/name``, ``name``, with ``@revision``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(str(value).partition("@")[0])
+    except HFValidationError:
+        return False
+    return True
+
+
+def fetch_inputs(converter: Converter, options: Mapping[str, Any], fetcher: Fetcher) -> dict[str, Any]:
+    """Every input an address or a hub name stands for, as a local path: from the caches, else fetched, once and up
+    front. What cannot be had is refused in one message, every input named."""
+    from converters.fetch import FetchFailure, is_url, refuse, torch_hub_dir
+
+    resolved = dict(options)
+    failures = []
+    revision = options.get("revision")
+    for option in converter.options:
+        value = options.get(option.dest)
+        try:
+            if option.role is Role.SOURCE:
+                address = value if is_url(value) else default_source(converter, options) if value is None else None
+                if address is not None:
+                    resolved[option.dest] = fetcher.url(str(address), torch_hub_dir() / "checkpoints")
+            elif option.role is Role.MODEL and value is not None and not Path(value).is_dir() and hub_name(value):
+                resolved[option.dest] = fetcher.hub_model(str(value), option.fetch, revision)
+        except FetchFailure as failure:
+            failures.append(f"{option.flag} {str(value)!r}: " + (
+                f"not a local directory, and {failure}" if option.role is Role.MODEL else str(failure)))  # fmt: skip
+    verify = options.get("verify")
+    if verify is not None and not Path(verify).is_dir() and hub_name(verify):
+        try:
+            files = sorted(name for name in converter.files if not name.endswith(WEIGHT_SUFFIXES))
+            resolved["verify"] = str(fetcher.hub_model(str(verify), files, revision))
+        except FetchFailure as failure:
+            failures.append(f"--verify {verify!r}: not a local directory, and {failure}")
+    refuse(failures)
+    return resolved
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def check_report_dir(directory: Path | None, target: Path) -> None:
@@ -184,13 +265,18 @@ class Run:
     """One command run: its options, what happened, and the message it ends with."""
 
     def __init__(self, converter: Converter, options: Mapping[str, Any], argv: list[str]) -> None:
+        from converters.fetch import Fetcher
+
         self.converter, self.options, self.argv = converter, options, argv
+        self.given = dict(options)  # as given: addresses and hub names, before they are fetched
         self.prog = converter.command
         self.target = output_of(converter, options).absolute()
         self.result: Any = None  # the session's
         self.notes: list[str] = []
         self.code = REFUSED
         self.message = ""
+        self.fetcher = Fetcher()
+        self.notes_said = 0  # of the fetcher's lines
 
     def refuse(self, cause: str) -> None:
         self.code, self.message = REFUSED, f"{self.prog}: error: {cause}; nothing was written"
@@ -210,7 +296,7 @@ class Run:
 
         converter = self.converter
         options = {**self.options, "verify": verify}
-        conversion = converter.conversion_class()(options, staging, converter, SafeLoader(remember=True))
+        conversion = converter.conversion_class()(options, staging, converter, SafeLoader(remember=True), self.fetcher)
         self.result = result = run_checks(
             checks_modules(converter),
             conversion,
@@ -221,6 +307,7 @@ class Run:
             progress=terminal_progress(),
         )
         result.notes.extend(f"reference: {found}" for found in references)
+        result.notes.extend(self.fetched_notes())
         from converters.report import wrap
 
         print(("\n" if self.options.get("verbose") else "") + result.table())
@@ -233,7 +320,28 @@ class Run:
             if outcome.result == "failed" and outcome.details:
                 print("\n" + outcome.details)  # the locator's table, beneath the table of checks
         if not result.passed:
-            raise ConversionError(result.cause + (FIXABLE if verify is not None and self.fixable() else ""))
+            raise ConversionError(result.cause + (FIXABLE if verify is not None and self.fixable() else "")
+                                  + self.forget_refused_download())  # fmt: skip
+
+    def fetched_notes(self) -> list[str]:
+        """What the fetcher said (a host it could not reach, once) and what it downloaded, not said yet."""
+        said = self.notes_said
+        lines = [*self.fetcher.notes, *(f"fetched {f.address} into {f.path} (sha256 {f.sha256})"
+                                        for f in self.fetcher.fetched if f.how == "downloaded")]  # fmt: skip
+        self.notes_said = len(lines)
+        return lines[said:]
+
+    def forget_refused_download(self) -> str:
+        """A source fetched from an address that the loader refused (truncated, corrupted, hostile) is removed from
+        the cache, so that a later run fetches it anew rather than take it for the file; said in the cause."""
+        failure = self.result.failure
+        if failure is None or failure.check != "test_source_loads_safely":
+            return ""
+        for fetched in self.fetcher.fetched:
+            if fetched.address.startswith(("http://", "https://")):
+                Path(fetched.path).unlink(missing_ok=True)
+                return f"; the file fetched from {fetched.address} was removed from the cache ({fetched.path})"
+        return ""
 
     def fixable(self) -> bool:
         """Only the config differs (the outputs may differ for it): the weights are the converter's."""
@@ -295,14 +403,17 @@ class Run:
         try:
             check_report_dir(self.options.get("report"), self.target)  # first: any later refusal is reported there
             references = check_references(self.converter)
-            check_inputs(self.converter, self.options)
             validate = validator(self.converter)
             if validate is not None:
                 validate(self.options)
-            if self.options.get("verify") is not None:
+            verifying = self.options.get("verify") is not None
+            if not verifying:
+                check_target(self.target, overwrite)  # before any download: an output in the way is refused at once
+            self.options = fetch_inputs(self.converter, self.options, self.fetcher)
+            check_inputs(self.converter, self.options)
+            if verifying:
                 self.verify(references)
                 return
-            check_target(self.target, overwrite)
             clean_stale(self.target)
             try:
                 staging = make_staging(self.target)
@@ -356,6 +467,7 @@ class Run:
             stages=report.stages_of(result.divergence) if result is not None else [],
             notes=result.notes if result is not None else [],
             inputs=inputs,
+            fetched=[asdict(fetched) for fetched in self.fetcher.fetched],
             output=str(self.target) if self.code == WRITTEN and written != "verified" else None,
         )
         try:
@@ -413,7 +525,7 @@ def convert(converter: Converter, options: Mapping[str, Any], argv: list[str] | 
     run_.convert()
     run_.write_report()
     run_.push()
-    for note in run_.notes:
+    for note in [*run_.fetched_notes(), *run_.notes]:
         print(wrap(note), file=sys.stderr)
     print(wrap(run_.message), file=sys.stdout if run_.code == WRITTEN else sys.stderr)
     return run_.code

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from converters.fetch import Fetcher
     from converters.locator import Divergence
     from converters.mapping import KeyMapping
     from converters.safe_load import SafeLoader
@@ -36,9 +37,9 @@ class Role(Enum):
     """What an option names, so that the harness can refuse a bad one before any check runs."""
 
     VALUE = "value"
-    SOURCE = "source"  # the original checkpoint: an existing, readable file
+    SOURCE = "source"  # the original checkpoint: an existing, readable file, or an http(s) address to fetch it from
     INPUT = "input"  # another file the conversion reads, when given: existing and readable
-    MODEL = "model"  # a model directory, or a hub name resolved from the local cache
+    MODEL = "model"  # a model directory, or a hub name: from the local cache, else fetched
     OUTPUT = "output"  # the output directory
 
 
@@ -56,6 +57,7 @@ class Option:
     choices: tuple[str, ...] | None = None  # the values it takes (argparse refuses others)
     type: Callable[[str], Any] | None = None  # what a value is read as (default: a path for files, else text)
     aliases: tuple[str, ...] = ()  # other spellings (the original training script's, say)
+    fetch: tuple[str, ...] = ("config.json",)  # a MODEL's files the run reads besides its weights, where fetched
 
     @property
     def dest(self) -> str:
@@ -115,6 +117,10 @@ class Converter:
     requires: tuple[Requirement, ...] = ()  # the reference implementation's packages
     ignore_warnings: tuple[str, ...] = ()  # -W filters for its checks' session
     validate: str | None = None  # "module:function" taking the options: refusals the command can make up front
+    # "module:function" taking the options: the address the source is fetched from where no source option is given
+    # (a published model's original, say), or None; and the option that names such a model
+    default_source: str | None = None
+    default_source_option: str = ""
     example: Example | str | None = None  # synthetic inputs ("module:OBJECT"), for the demo, the bench, the tests
 
     def conversion_class(self) -> type[Conversion]:
@@ -160,6 +166,11 @@ def _load(reference: str) -> Any:
 
 def validator(converter: Converter) -> Any:
     return None if converter.validate is None else _load(converter.validate)
+
+
+def default_source(converter: Converter, options: Mapping[str, Any]) -> str | None:
+    """Where the source is fetched from when no source option names it (the converter's hook), or None."""
+    return None if converter.default_source is None else _load(converter.default_source)(options)
 
 
 @dataclass
@@ -224,6 +235,13 @@ class Conversion:
     staging: Path
     converter: Converter
     loader: SafeLoader = field(repr=False, default=None)  # type: ignore[assignment]  # set by the session
+    fetcher: Fetcher = field(repr=False, default=None)  # type: ignore[assignment]  # the run's, for optional inputs
+
+    def __post_init__(self) -> None:
+        if self.fetcher is None:  # a conversion made outside a command run: the caches, and the network as configured
+            from converters.fetch import Fetcher
+
+            self.fetcher = Fetcher()
 
     # True: ``reference`` runs on a thread of its own, from the moment the target is known, while the checks
     # before the reload run (the files are written meanwhile). For a reference that runs the original's

@@ -103,6 +103,7 @@ class Report:
     stages: list[dict[str, Any]] = field(default_factory=list)  # the locator's: stage, difference, tolerance, ...
     notes: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    fetched: list[dict[str, Any]] = field(default_factory=list)  # address, path, sha256, bytes, how (or cached)
     versions: dict[str, str] = field(default_factory=versions)
     output: str | None = None
 
@@ -138,6 +139,11 @@ class Report:
         for item in self.inputs:
             for file in item.get("files", [item]):
                 lines.append(f"- `{file['path']}`: {file['bytes']} bytes, XXH3-128 `{file['xxh3_128']}`")
+        if self.fetched:
+            lines += ["", "## Fetched", "", "What the run read from an address or the hub (pin them: the SHA-256):", ""]
+            for item in self.fetched:
+                lines.append(f"- {item['address']} ({item['how']}): `{item['path']}`, {item['bytes']} bytes, "
+                             f"SHA-256 `{item['sha256']}`")  # fmt: skip
         return "\n".join(lines) + "\n"
 
 

@@ -106,7 +106,7 @@ def assert_gated(result: subprocess.CompletedProcess[str], cases: dict[tuple[str
     assert missing.keys() == right.keys()
     assert [name for name, outcome in missing.items() if outcome != "skipped"] == [next(iter(missing))]
     assert missing[next(iter(missing))] == "failed"
-    assert result.stdout.count("--verify 'converted/missing' is neither a local directory") == 1, result.stdout
+    assert result.stdout.count("--verify 'converted/missing': not a local directory, and ") == 1, result.stdout
 
 
 def test_a_manifest_gates_on_every_entry_and_names_them(project: Path, pytester: pytest.Pytester) -> None:
@@ -179,3 +179,33 @@ def test_the_example_workflow_gates_on_both_transformers_majors() -> None:
     commands = "\n".join(step.get("run", "") for step in job["steps"])
     assert "pytest --conversions conversions.toml -n auto" in commands
     assert 'pip install "transformers${{ matrix.transformers }}"' in commands
+
+
+def test_an_own_fine_tune_is_verified_from_its_runs_options_as_manifest_keys(
+    ast_checkpoint: Callable[..., Path], tmp_path: Path, pytester: pytest.Pytester
+) -> None:
+    """The entry keys are the command's options (``audio_length``, ``dataset_mean``, ...), typed as TOML types them."""
+    from converters.ast.example import TINY, write_checkpoint
+    from converters.ast.spec import Spec
+    from fixtures import commands
+
+    project = tmp_path / "own"
+    project.mkdir()
+    spec = Spec(10, 10, 400, -5.1, 4.2, labels=tuple(f"c{i}" for i in range(5)))
+    checkpoint = write_checkpoint(project / "best_audio_model.pth", spec, TINY, seed=77)
+    options = ("--audio_length", "400", "--dataset_mean", "-5.1", "--dataset_std", "4.2")
+    converted = commands.run("convert-ast-checkpoint", "--checkpoint_path", str(checkpoint),
+                             "--pytorch_dump_folder_path", str(project / "converted"), *options)  # fmt: skip
+    assert converted.returncode == 0, converted.stdout[-3000:]
+    (project / "conversions.toml").write_text(
+        '[[conversion]]\nname = "own"\nformat = "ast"\ncheckpoint = "best_audio_model.pth"\nmodel = "converted"\n'
+        "audio_length = 400\ndataset_mean = -5.1\ndataset_std = 4.2\n\n"
+        '[[conversion]]\nname = "other-mean"\nformat = "ast"\ncheckpoint = "best_audio_model.pth"\n'
+        'model = "converted"\naudio_length = 400\ndataset_mean = -4.2677393\ndataset_std = 4.2\n'
+    )
+    result = inline_run(pytester, project, "--conversions", "conversions.toml", "--junitxml", "own.xml")
+    cases = junit_cases(project / "own.xml")
+    assert by_entry(cases, "own")["test_outputs_match_the_original_implementation"] == "passed"
+    assert "failed" not in by_entry(cases, "own").values(), result.stdout[-3000:]
+    assert by_entry(cases, "other-mean")["test_the_config_computes_what_the_original_computes"] == "failed"
+    assert "preprocessor_config.json mean -5.1, the original computes with -4.2677393" in result.stdout

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from converters.ast.conversion import LOGITS_ATOL, ASTConversion, Reference, dtype_tolerance, outputs_of
-from converters.ast.labels import cached_hub_id2label, id2label
+from converters.ast.labels import hub_id2label, id2label
 from converters.contract import Comparison, Target
+from converters.fetch import FetchFailure
 
 
 @pytest.mark.check(order=81)
@@ -41,14 +42,14 @@ def test_logits_match_the_published_slice(conversion: ASTConversion, comparison:
     published = conversion.variant
     if published is None:
         pytest.skip("not a published model: no published logits to hold it to")
-    if conversion.sample_audio is None:
-        pytest.skip(f"no --sample_audio given (the slice was published for {published.sample_audio})")
+    if conversion.sample.waveform is None:
+        pytest.skip(conversion.sample.what)
     logits = comparison.outputs["sample audio"][0, :3]
     expected = torch.tensor(published.expected_slice)
     difference = (logits - expected).abs().max().item()
     measure(difference, LOGITS_ATOL)
     assert difference <= LOGITS_ATOL, (
-        f"logits[0, :3] = {np.round(logits.numpy(), 4).tolist()} on {conversion.sample_audio}, "
+        f"logits[0, :3] = {np.round(logits.numpy(), 4).tolist()} on {conversion.sample.what}, "
         f"published {list(published.expected_slice)} (difference {difference:.3g})"
     )
 
@@ -60,7 +61,8 @@ def test_labels_agree_with_the_hub_label_file(conversion: ASTConversion, target:
         pytest.skip("no hub label file for these labels (huggingface/label-files has AudioSet's and Speech Commands')")
     if tuple(target.config.id2label.values()) != tuple(id2label(recipe).values()):
         pytest.skip(f"the labels are not the {recipe.name} recipe's")
-    hub = cached_hub_id2label(recipe)
-    if hub is None:
-        pytest.skip(f"{recipe.hub_label_file} is not in the local Hugging Face cache")
+    try:
+        hub = hub_id2label(recipe, conversion.fetcher)
+    except FetchFailure as failure:
+        pytest.skip(str(failure))
     assert hub == target.config.id2label, "the package's labels and the cached hub label file disagree"

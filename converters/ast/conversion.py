@@ -25,7 +25,8 @@ from converters.ast.variants import AUDIOSET_SAMPLE, Variant
 from converters.audio import SAMPLING_RATE, directory_extractor, read_audio
 from converters.contract import Comparison, Conversion, Source, Target
 from converters.derivation import Field
-from converters.hub import cached_hub_file
+from converters.errors import first_line
+from converters.fetch import Fetcher, FetchFailure
 from converters.locator import Divergence, StageDifference, largest_difference
 from converters.mapping import KeyMapping
 from converters.recordings import RECORDINGS, Recording, recordings
@@ -47,12 +48,48 @@ def dtype_tolerance(dtype: torch.dtype, scale: float) -> float:
     return max(LOGITS_ATOL, 4 * torch.finfo(dtype).eps * max(1.0, scale))
 
 
-def resolve_sample(given: Path | None, chosen: Variant | None) -> Path | None:
-    """The sample audio: as given, else, for a published AudioSet variant, its sample if the local hub cache holds
-    it."""
-    if given is not None or chosen is None or chosen.sample_audio != AUDIOSET_SAMPLE:
-        return given
-    return cached_hub_file(SAMPLE_REPO, AUDIOSET_SAMPLE)
+@dataclass(frozen=True)
+class Sample:
+    """The recording a published slice was measured on: its waveform and what it is, or why there is none."""
+
+    waveform: np.ndarray | None
+    what: str  # where it came from; without a waveform, why there is none
+
+
+def published_sample(given: Path | None, chosen: Variant | None, fetcher: Fetcher) -> Sample:
+    """The sample audio: as given; else, for a published model, the recording its slice was measured on, as the
+    seed script fetched it: the AudioSet one from the hub (its cache first), Speech Commands' from the datasets
+    library, where it is installed."""
+    if given is not None:
+        return Sample(read_audio(given), str(given))
+    if chosen is None:
+        return Sample(None, "not a published model: no published logits to hold it to")
+    if chosen.sample_audio == AUDIOSET_SAMPLE:
+        try:
+            path = fetcher.hub_file(SAMPLE_REPO, AUDIOSET_SAMPLE, repo_type="dataset")
+        except FetchFailure as failure:
+            return Sample(None, f"no --sample_audio given, and {failure}")
+        return Sample(read_audio(path), str(path))
+    return speech_commands_sample()
+
+
+def speech_commands_sample() -> Sample:
+    """``speech_commands`` v0.02, validation item 0, through the datasets library (streamed: one item, not the
+    split), as the seed script read it."""
+    what = "speech_commands v0.02 validation[0]"
+    try:
+        import datasets
+    except ImportError:
+        return Sample(None, f"the slice was published for {what}: install datasets (pip install datasets) to fetch "
+                            f"it, or give --sample_audio (that item as a 16 kHz WAV)")  # fmt: skip
+    try:
+        item = next(iter(datasets.load_dataset("speech_commands", "v0.02", split="validation", streaming=True)))
+        audio = item["audio"]
+    except Exception as error:  # offline, unreachable, refused: the datasets library's own errors
+        return Sample(None, f"{what} could not be fetched through datasets: {first_line(error)}")
+    if int(audio["sampling_rate"]) != SAMPLING_RATE:
+        return Sample(None, f"{what} is sampled at {audio['sampling_rate']} Hz; the models expect {SAMPLING_RATE}")
+    return Sample(np.asarray(audio["array"], dtype=np.float32), f"{what} (datasets)")
 
 
 @dataclass(frozen=True)
@@ -110,8 +147,8 @@ class ASTConversion(Conversion):
         return self.derived.variant
 
     @cached_property
-    def sample_audio(self) -> Path | None:
-        return resolve_sample(self.options.get("sample_audio"), self.variant)
+    def sample(self) -> Sample:
+        return published_sample(self.options.get("sample_audio"), self.variant, self.fetcher)
 
     def read(self) -> Source:
         return Source(as_state_dict(self.loader.load(self.source_path), self.where))
@@ -155,8 +192,8 @@ class ASTConversion(Conversion):
         found: dict[str, tuple[np.ndarray, Recording | None]] = {
             recording.name: (recording.waveform(), recording) for recording in recordings(MODEL_RECORDING)
         }
-        if self.sample_audio is not None:
-            found["sample audio"] = (read_audio(self.sample_audio), None)
+        if self.sample.waveform is not None:
+            found["sample audio"] = (self.sample.waveform, None)
         return found
 
     def original_input(self, waveform: np.ndarray, recording: Recording | None) -> tuple[torch.Tensor | None, str]:

@@ -17,6 +17,12 @@ def validate(options: dict[str, Any]) -> None:
         variant(options["model_name"])
 
 
+def published_original(options: dict[str, Any]) -> str | None:
+    """Where a published model's original checkpoint is fetched from, when no --checkpoint_path is given."""
+    name = options.get("model_name")
+    return variant(name).url if name is not None else None
+
+
 RUN = "the training run's (src/run.py)"
 CONVERTER = Converter(
     name="ast",
@@ -34,9 +40,11 @@ CONVERTER = Converter(
         ),
         Option(
             "--checkpoint_path",
-            "the original .pth file (see README for each published model's download address)",
+            "the original .pth file, or an http(s) address to fetch it from (cached as torch.hub caches: "
+            "torch.hub.get_dir()/checkpoints) (default: with --model_name, the published model's original, fetched "
+            "likewise)",
             Role.SOURCE,
-            required=True,
+            metavar="FILE|URL",
             key="checkpoint",
         ),
         Option("--pytorch_dump_folder_path", "output directory", Role.OUTPUT, required=True),
@@ -119,6 +127,8 @@ CONVERTER = Converter(
     # transformers' kaldi mel bank warns about an empty filter on every 128-bin extractor
     ignore_warnings=("ignore:At least one mel filter has all zero values:UserWarning",),
     validate="converters.ast.converter:validate",
+    default_source="converters.ast.converter:published_original",
+    default_source_option="--model_name",
     example="converters.ast.example:EXAMPLE",
 )
 main = CONVERTER.main

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from converters.ast.spec import Recipe
 from converters.errors import ConversionError
-from converters.hub import cached_hub_file
+from converters.fetch import Fetcher
 
 HUB_LABEL_REPO = "huggingface/label-files"
 
@@ -57,11 +57,8 @@ def parse_label_csv(text: str, where: str, num_labels: int) -> dict[int, str]:
     return labels
 
 
-def cached_hub_id2label(dataset: Recipe) -> dict[int, str] | None:
-    """The hub's label file the old conversion script downloaded, if the local cache holds it."""
-    if dataset.hub_label_file is None:
-        return None
-    path = cached_hub_file(HUB_LABEL_REPO, dataset.hub_label_file)
-    if path is None:
-        return None
+def hub_id2label(dataset: Recipe, fetcher: Fetcher) -> dict[int, str]:
+    """The hub's label file the seed script downloaded (``huggingface/label-files``): from the cache, else fetched."""
+    assert dataset.hub_label_file is not None, f"{dataset.name} has no hub label file"
+    path = fetcher.hub_file(HUB_LABEL_REPO, dataset.hub_label_file, repo_type="dataset")
     return {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
