@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +214,29 @@ def hub_cache(tmp_path: Path) -> Callable[..., Path]:
         return cache
 
     return add
+
+
+@pytest.fixture(scope="session")
+def fake_hub_server() -> Iterator[Any]:
+    """The stand-in for the hub and for download hosts (``fixtures/fake_hub.py``): one per test process."""
+    from fixtures.fake_hub import FakeHub
+
+    hub = FakeHub().start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def online(fake_hub_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """A network that is the fake hub: HF_ENDPOINT at it, huggingface_hub online (its offline flag is read at
+    import: set here as the environment would have), and caches of the test's own: the hub's, and torch.hub's
+    (TORCH_HOME), both empty."""
+    from huggingface_hub import constants
+
+    fake_hub_server.reset()
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub_server.url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return fake_hub_server

@@ -34,7 +34,8 @@ WRITTEN, REFUSED, INTERNAL = 0, 1, 2
 
 SHARED_HELP = {
     "--overwrite": "replace a non-empty output directory as a whole (default: refuse one)",
-    "--push_to_hub": "upload the output to this hub repository once written (default: none)",
+    "--push_to_hub": "upload the output to this hub repository once written; without a name, to one named as the "
+    "output directory, under your account (default: none)",
     "--junitxml": "also write the checks' results as JUnit XML (for CI), whether or not they pass (default: none)",
     "--report": "also write report.md, report.json and divergence.png into this directory, for a reviewer "
     "(default: none)",
@@ -89,7 +90,8 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
             help=option.help,
         )
     p.add_argument("--overwrite", action="store_true", help=SHARED_HELP["--overwrite"])
-    p.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help=SHARED_HELP["--push_to_hub"])
+    p.add_argument("--push_to_hub", metavar="REPO_ID", nargs="?", const="", default=None,
+                   help=SHARED_HELP["--push_to_hub"])  # fmt: skip
     p.add_argument("--junitxml", metavar="PATH", type=Path, default=None, help=SHARED_HELP["--junitxml"])
     p.add_argument("--report", metavar="DIR", type=Path, default=None, help=SHARED_HELP["--report"])
     p.add_argument("--verbose", action="store_true", help=SHARED_HELP["--verbose"])
@@ -109,7 +111,7 @@ def parse(converter: Converter, argv: list[str]) -> dict[str, Any]:
             p.error(f"the following arguments are required: {output.flag}")
         if options.get("fix_config") is not None:
             p.error("--fix-config writes a fixed copy of a directory --verify checks: give --verify DIR")
-    elif options.get(output.dest) is not None or options.get("push_to_hub"):
+    elif options.get(output.dest) is not None or options.get("push_to_hub") is not None:
         p.error(f"--verify checks a directory and writes nothing: {output.flag} and --push_to_hub have no place here")
     (source,) = [o for o in converter.options if o.role is Role.SOURCE]
     if options.get(source.dest) is None and default_source(converter, options) is None:
@@ -191,8 +193,13 @@ def fetch_inputs(converter: Converter, options: Mapping[str, Any], fetcher: Fetc
             elif option.role is Role.MODEL and value is not None and not Path(value).is_dir() and hub_name(value):
                 resolved[option.dest] = fetcher.hub_model(str(value), option.fetch, revision)
         except FetchFailure as failure:
-            failures.append(f"{option.flag} {str(value)!r}: " + (
-                f"not a local directory, and {failure}" if option.role is Role.MODEL else str(failure)))  # fmt: skip
+            if option.role is Role.MODEL:
+                failures.append(f"{option.flag} {str(value)!r}: not a local directory, and {failure}")
+            elif value is None:  # the published original of the model named
+                named = converter.default_source_option
+                failures.append(f"{named} {options.get(named.lstrip('-'))}'s original: {failure}")
+            else:
+                failures.append(f"{option.flag} {value}: {failure}")
     verify = options.get("verify")
     if verify is not None and not Path(verify).is_dir() and hub_name(verify):
         try:
@@ -477,8 +484,9 @@ class Run:
 
     def push(self) -> None:
         repo_id = self.options.get("push_to_hub")
-        if not repo_id or self.code != WRITTEN:
+        if repo_id is None or self.code != WRITTEN:
             return
+        repo_id = repo_id or self.target.name  # --push_to_hub alone, as the seed script took it
         try:
             push(self.target, repo_id)
         except Exception as error:  # network, auth, hub-side refusals: all end the same way here

@@ -98,8 +98,8 @@ class Fetcher:
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
             try:
                 socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
-            except OSError as error:
-                why = (os.strerror(error.errno).lower() if error.errno else first_line(error)) or "no answer"
+            except OSError as error:  # refused, unresolved (socket.gaierror), timed out
+                why = (error.strerror or first_line(error) or "no answer").lower()
                 self._unreachable[key] = why
                 self.notes.append(
                     f"{key} cannot be reached ({why}): what needs it was taken from the caches or left out; "
@@ -220,10 +220,13 @@ def hub_failure(error: BaseException, repo_id: str, filename: str, repo_type: st
         return f"hub {kind} {repo_id!r} has no revision {revision!r}"
     if isinstance(error, EntryNotFoundError):
         return f"hub {kind} {repo_id!r} has no file {filename!r}" + (f" at {revision!r}" if revision else "")
-    if status in (401, 403):
-        return f"access to hub {kind} {repo_id!r} was refused ({status}): it is private or gated; {login}"
     if isinstance(error, RepositoryNotFoundError):
-        return f"hub {kind} {repo_id!r} does not exist (or is private: {login})"
+        if status == 401:  # the hub answers so for a private repository as for a missing one
+            return (f"hub {kind} {repo_id!r} was not found (401): it does not exist, or it is private and this run "
+                    f"has no access to it: {login}")  # fmt: skip
+        return f"hub {kind} {repo_id!r} was not found ({status})"
+    if status in (401, 403):
+        return f"access to hub {kind} {repo_id!r} was refused ({status}: {first_line(error)}): {login}"
     fault = _disk_fault(error)
     if fault is not None:
         return f"{fault} while downloading {filename!r} of hub {kind} {repo_id!r}; nothing of it was kept"

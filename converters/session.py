@@ -164,6 +164,8 @@ def compared(directory: Path, expected: dict[str, Any]) -> tuple[dict[str, Any],
 
     held: dict[str, Any] = {}
     described: dict[str, str] = {}
+    if not any(directory.glob("*.safetensors")):  # a directory of PyTorch pickles (pytorch_model.bin, or its shards)
+        return _compare_pickled(directory, expected, described)
     for path in sorted(directory.glob("*.safetensors")):
         with safe_open(path, "pt") as weights:
             sizes = {}
@@ -180,6 +182,25 @@ def compared(directory: Path, expected: dict[str, Any]) -> tuple[dict[str, Any],
             total += size
         for batch in batches:
             held.update(_compare_batch(path, batch, expected, described))
+    return held, tuple(described[key] for key in expected if key in described)
+
+
+def _compare_pickled(
+    directory: Path, expected: dict[str, Any], described: dict[str, str]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``compared`` for ``pytorch_model*.bin`` files: each read safely (weights only, archive checked), whole."""
+    from converters.hub_layout import digests
+    from converters.safe_load import SafeLoader, as_state_dict
+
+    held: dict[str, Any] = {}
+    loader = SafeLoader()
+    for path in sorted(directory.glob("pytorch_model*.bin")):
+        found = as_state_dict(loader.load(path), str(path))
+        for key, theirs in found.items():
+            if key in expected and (why := difference(key, theirs, expected[key])) is not None:
+                described[key] = why
+        held.update(digests(found))
+        found.clear()
     return held, tuple(described[key] for key in expected if key in described)
 
 

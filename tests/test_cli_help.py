@@ -23,10 +23,11 @@ def shown(converter: Converter) -> list[tuple[str, str]]:
         metavar = option.metavar or option.dest.upper()
         spellings = ", ".join(f"{flag} {metavar}" for flag in (option.flag, *option.aliases))
         options.append((spellings, option.help))
-    shared = [("--overwrite", SHARED_HELP["--overwrite"]), ("--push_to_hub REPO_ID", SHARED_HELP["--push_to_hub"]),
+    shared = [("--overwrite", SHARED_HELP["--overwrite"]), ("--push_to_hub [REPO_ID]", SHARED_HELP["--push_to_hub"]),
               ("--junitxml PATH", SHARED_HELP["--junitxml"]), ("--report DIR", SHARED_HELP["--report"]),
               ("--verbose", SHARED_HELP["--verbose"]), ("--verify DIR", SHARED_HELP["--verify"]),
-              ("--fix-config OUT", SHARED_HELP["--fix-config"])]  # fmt: skip
+              ("--fix-config OUT", SHARED_HELP["--fix-config"]),
+              ("--revision REV", SHARED_HELP["--revision"])]  # fmt: skip
     return options + shared
 
 
@@ -123,3 +124,35 @@ def test_the_generic_command_reads_its_arguments_and_lists_the_formats_for_h(
     assert formats.startswith(f"ast ({registry.get('ast').command}), s3prl ")
     monkeypatch.setattr("sys.argv", ["convert-checkpoint"])
     assert main() == 2
+
+
+def test_the_usage_line_shows_what_each_mode_requires(capsys: pytest.CaptureFixture[str]) -> None:
+    """Converting and verifying, one line each; a source that a published name can stand for is shown so."""
+    with pytest.raises(SystemExit):
+        registry.get("ast").main(["--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert usage == (
+        "usage: convert-ast-checkpoint (--checkpoint_path FILE|URL | --model_name NAME) --pytorch_dump_folder_path "
+        "DIR [options]\n"
+        "       convert-ast-checkpoint (--checkpoint_path FILE|URL | --model_name NAME) --verify DIR|HUB_NAME "
+        "[--fix-config OUT] [options]"
+    )
+    with pytest.raises(SystemExit):
+        registry.get("s3prl").main(["--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert usage.splitlines() == [
+        "usage: convert-s3prl-checkpoint --base_model_name BASE_MODEL_NAME --checkpoint_path CHECKPOINT_PATH "
+        "--model_dump_path DIR [options]",
+        "       convert-s3prl-checkpoint --base_model_name BASE_MODEL_NAME --checkpoint_path CHECKPOINT_PATH "
+        "--verify DIR|HUB_NAME [--fix-config OUT] [options]",
+    ]
+
+
+def test_no_source_and_no_published_name_is_an_argument_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        registry.get("ast").main(["--pytorch_dump_folder_path", "out"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "convert-ast-checkpoint: error: the following arguments are required: --checkpoint_path, or --model_name "
+        "NAME (its published original is fetched)"
+    )

@@ -737,3 +737,15 @@ def test_without_s3prl_the_help_works_and_a_conversion_says_how_to_install_it(
                           "espnet-s3prl", "torchaudio")  # fmt: skip
     assert all(line.startswith("    ") for line in result.stderr.strip().splitlines()[1:]), result.stderr  # one message
     assert "check " not in last  # refused before any check ran
+
+
+def test_a_base_models_config_given_as_the_classifier_config_says_to_leave_it_out(
+    s3prl_case: Callable[..., S3PRLCase], tmp_path: Path
+) -> None:
+    case = s3prl_case(WAV2VEC2, Head.SEQUENCE)
+    output = tmp_path / "out"
+    result = run(case, output, config=case.base / "config.json")
+    refused(
+        result, output, f"config {case.base / 'config.json'} is a base model's config (architectures "
+        "['Wav2Vec2Model']), not a classifier's: leave --config_path out; the classifier config is derived",
+    )  # fmt: skip

@@ -16,9 +16,11 @@ from converters.hub_layout import assign_serialized, serialized_state
 from converters.mapping import KeyMapping, shape_mismatch
 from converters.s3prl.checkpoint import S3PRLCheckpoint
 from converters.s3prl.derive import TIE, Field, apply, derive, disagreements, generic, read_json
-from converters.s3prl.families import Family, Head, resolve
+from converters.s3prl.families import BY_MODEL_TYPE, Family, Head, resolve
 from converters.s3prl.mapping import UNREPRESENTABLE, head_mapping
 from converters.safe_load import check_weights, weights_dtype
+
+BASE_SUFFIXES = ("Model", "ForPreTraining")  # a base model's architectures: facebook/wav2vec2-base has the second
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ def read_config(path: Path) -> Target:
     """A hand-written classifier config; its ``architectures[0]`` picks the family and the head."""
     raw = read_json(path, f"config {path}")
     architectures = raw.get("architectures") or []
+    if raw.get("model_type") in BY_MODEL_TYPE and all(str(a).endswith(BASE_SUFFIXES) for a in architectures):
+        shown = f" (architectures {architectures})" if architectures else ""
+        raise ConversionError(
+            f"config {path} is a base model's config{shown}, not a classifier's: leave --config_path out; the "
+            f"classifier config is derived from the checkpoint and the base model"
+        )
     if not architectures:
         raise ConversionError(f"config {path} names no architectures; set architectures[0], e.g. Wav2Vec2ForXVector")
     family, head = resolve(architectures[0])
