@@ -1,11 +1,16 @@
-"""Verifying a manifest of conversions, one worker against two: ``python -m bench.manifest``.
+"""Verifying a manifest of conversions: one worker against two, and against the golden records alone:
+``python -m bench.manifest``.
 
 Builds every published AST variant at its published size (a DeiT-base backbone, 88M parameters each) as an
-original checkpoint, converts each once with the command, and lists the eight in a manifest. Then times
-``pytest --conversions MANIFEST`` in one process and with ``-n 2`` (pytest-xdist), taking turns, each run a
-fresh pytest: wall time, and peak memory of the whole process tree (xdist's workers are processes of their
-own), summed proportional set sizes (PSS: a page two processes share counts half in each) sampled every
-0.2 s. Prints medians and writes ``bench/manifest.json``.
+original checkpoint, converts each once with the command, lists the eight in a manifest, and records each
+entry's golden record (``--conversions-record``, once). Then times, taking turns, each run a fresh pytest:
+``pytest --conversions MANIFEST`` (a full verification) in one process and with ``-n 2`` (pytest-xdist), the
+same entries gated on their records alone (``--conversions-golden-only``, one process, in a checkout without the
+originals, as ``examples/gate-conversions.yml`` runs), and a process that only imports what they all import (the
+baseline both pay once, whatever the number of entries): wall time, and peak
+memory of the whole process tree (xdist's workers are processes of their own), summed proportional set sizes
+(PSS: a page two processes share counts half in each) sampled every 0.2 s. Prints medians and writes
+``bench/manifest.json``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,20 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-WAYS = {"one process": [], "-n 2": ["-n", "2"]}
+GATED = "gated.toml"  # the same entries, each with its golden record
+CI = "ci.toml"  # the gated entries in a checkout without the originals (gate-conversions.yml's)
+GOLDEN_ONLY = "golden-only, one process"
+BASELINE = "imports alone"
+WAYS = {"one process": [], "-n 2": ["-n", "2"], GOLDEN_ONLY: ["--conversions-golden-only"], BASELINE: []}
+# What every way imports before its first entry: the process a gate and a verification share.
+IMPORTS = ("import pytest, torch, transformers, converters.plugin, converters.cli, converters.golden; "
+           "transformers.ASTForAudioClassification, transformers.ASTFeatureExtractor")  # fmt: skip
 
 
 def build(work: Path) -> Path:
     """The originals, their conversions and the manifest (once: an existing manifest is kept)."""
     manifest = work / "conversions.toml"
-    if manifest.exists():
+    if manifest.exists() and (work / CI).exists():
         return manifest
     from converters.ast.example import FULL, write_checkpoint
     from converters.ast.variants import VARIANTS
@@ -50,6 +62,12 @@ def build(work: Path) -> Path:
             f'model = "{converted.relative_to(work)}"\nmodel_name = "{variant.name}"\n'
         )
     manifest.write_text("\n".join(entries))
+    gated = [
+        f'{entry}golden = "goldens/{variant.name}.json"\n' for entry, variant in zip(entries, VARIANTS, strict=True)
+    ]
+    (work / GATED).write_text("\n".join(gated))
+    (work / CI).write_text("\n".join(gated).replace('checkpoint = "originals/', 'checkpoint = "not-checked-out/'))
+    measure(pytest_command(work / GATED, ["--conversions-record"]), work)
     return manifest
 
 
@@ -76,15 +94,18 @@ def pss_mib(pid: int) -> float:
     return 0.0
 
 
-def measure(manifest: Path, extra: list[str]) -> tuple[float, float, str]:
-    """One run: (wall seconds, peak PSS of the process tree in MiB, pytest's summary line)."""
+def pytest_command(manifest: Path, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "pytest", "--conversions", str(manifest), "-q", "-p", "no:cacheprovider"]
     # the manifest's own directory, no ini file: what a user's repository would run
-    command += ["-c", os.devnull, "--rootdir", str(manifest.parent), *extra]
+    return [*command, "-c", os.devnull, "--rootdir", str(manifest.parent), *extra]
+
+
+def measure(command: list[str], cwd: Path) -> tuple[float, float, str]:
+    """One run: (wall seconds, peak PSS of the process tree in MiB, the last line it printed)."""
     start = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=manifest.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the sample audio is not fetched: both ways alike
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=offline)  # fmt: skip
     peak = 0.0
     while process.poll() is None:
         peak = max(peak, sum(pss_mib(pid) for pid in [process.pid, *children(process.pid)]))
@@ -92,8 +113,14 @@ def measure(manifest: Path, extra: list[str]) -> tuple[float, float, str]:
     wall = time.perf_counter() - start
     output = process.stdout.read() if process.stdout else ""
     if process.returncode != 0:
-        raise SystemExit(f"pytest {' '.join(extra)} failed:\n{output[-3000:]}")
-    return wall, peak, output.strip().splitlines()[-1]
+        raise SystemExit(f"{' '.join(command[-4:])} failed:\n{output[-3000:]}")
+    return wall, peak, (output.strip().splitlines() or [""])[-1]
+
+
+def command_of(way: str, manifest: Path) -> list[str]:
+    if way == BASELINE:
+        return [sys.executable, "-c", IMPORTS]
+    return pytest_command(manifest.with_name(CI) if way == GOLDEN_ONLY else manifest, WAYS[way])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     manifest = build(args.work.absolute())
     samples: dict[str, list[tuple[float, float]]] = {way: [] for way in WAYS}
-    for extra in WAYS.values():  # warm-up: page cache
-        measure(manifest, extra)
+
+    for way in WAYS:  # warm-up: page cache
+        measure(command_of(way, manifest), manifest.parent)
     for repetition in range(args.runs):
-        for way, extra in WAYS.items():
-            wall, peak, summary = measure(manifest, extra)
+        for way in WAYS:
+            wall, peak, summary = measure(command_of(way, manifest), manifest.parent)
             samples[way].append((wall, peak))
             print(f"  {way} run {repetition + 1}: {wall:.1f} s, {peak:.0f} MiB ({summary})", file=sys.stderr)
     median = {
@@ -121,9 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|")
     for way, m in median.items():
         print(f"| {way} | {m['wall_s']:.1f} | {m['peak_pss_mib']:.0f} |")
-    one, two = median["one process"], median["-n 2"]
+    one, two, gated, base = (median[way] for way in ("one process", "-n 2", GOLDEN_ONLY, BASELINE))
     print(f"\n-n 2 / one process: wall {two['wall_s'] / one['wall_s']:.2f}x, memory "
           f"{two['peak_pss_mib'] / one['peak_pss_mib']:.2f}x")  # fmt: skip
+    print(f"golden-only / full verification (one process each): wall {gated['wall_s'] / one['wall_s']:.2f}x, memory "
+          f"{gated['peak_pss_mib'] / one['peak_pss_mib']:.2f}x")  # fmt: skip
+
+    def above(way: dict[str, float], key: str) -> float:
+        return way[key] - base[key]
+
+    print(f"the same, above what both import ({base['wall_s']:.1f} s, {base['peak_pss_mib']:.0f} MiB): wall "
+          f"{above(gated, 'wall_s') / above(one, 'wall_s'):.2f}x, memory "
+          f"{above(gated, 'peak_pss_mib') / above(one, 'peak_pss_mib'):.2f}x")  # fmt: skip
     return 0
 
 

@@ -18,7 +18,7 @@ from converters.errors import ConversionError
 from converters.hub_layout import digests, serialized_state
 from converters.mapping import KeyMapping, key_difference, shape_mismatch
 from converters.safe_load import check_weights
-from converters.session import Staged
+from converters.streamed import Staged
 
 
 def written_shapes(directory: Path) -> dict[str, torch.Tensor]:
@@ -118,11 +118,13 @@ def test_the_config_computes_what_the_original_computes(
     request: pytest.FixtureRequest, conversion: Conversion, prepared: Staged, target: Target
 ) -> None:
     """Every config and feature-extractor field that changes the function is what the converter derives."""
-    from converters.session import PLUGIN
+    from converters.session_fixtures import PLUGIN
     from converters.settings import compare
 
-    found = compare(conversion.function_fields(target), conversion.staging, type(target.config))
-    request.config.stash[PLUGIN].settings = found
+    fields = conversion.function_fields(target)
+    found = compare(fields, conversion.staging, type(target.config))
+    plugin = request.config.stash[PLUGIN]
+    plugin.settings, plugin.fields = found, {file: sorted(names) for file, names in fields.items()}
     if found:
         raise ConversionError("; ".join(difference.described() for difference in found))
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from converters.contract import Converter, Role, default_source, validator
 from converters.errors import ConversionError, first_line
@@ -47,6 +48,10 @@ SHARED_HELP = {
     "right into this directory, its weights hard-linked, and verify it (default: none)",
     "--revision": "the revision (branch, tag or commit) of the hub models named, for a reproducible run; NAME@REV "
     "pins one (default: each repository's main)",
+    "--golden": "with --verify: the directory's golden record (a JSON file): the directory is also held to it; "
+    "without the original (no source given), only to it (default: none)",
+    "--record": "with --verify and --golden: once the verification against the original passed, write the record "
+    "(what changed against the one there is printed) (default: off)",
 }
 
 
@@ -70,7 +75,8 @@ def usage(converter: Converter) -> str:
     given = " ".join(required)
     pad = " " * len("usage: ")
     return (f"{converter.command} {given} {output.flag} DIR [options]\n"
-            f"{pad}{converter.command} {given} --verify DIR|HUB_NAME [--fix-config OUT] [options]")  # fmt: skip
+            f"{pad}{converter.command} {given} --verify DIR|HUB_NAME [--fix-config OUT] [options]\n"
+            f"{pad}{converter.command} --verify DIR|HUB_NAME --golden RECORD [options]")  # fmt: skip
 
 
 def parser(converter: Converter) -> argparse.ArgumentParser:
@@ -82,7 +88,7 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
             option.flag,
             *option.aliases,
             dest=option.dest,
-            required=option.required and option.role is not Role.OUTPUT,  # --verify writes nothing
+            required=False,  # said by ``parse``: a gate against a golden record needs none of the original's
             default=option.default,
             type=option.type or kind,
             metavar=option.metavar,
@@ -98,6 +104,8 @@ def parser(converter: Converter) -> argparse.ArgumentParser:
     p.add_argument("--verify", metavar="DIR", default=None, help=SHARED_HELP["--verify"])
     p.add_argument("--fix-config", metavar="OUT", type=Path, default=None, help=SHARED_HELP["--fix-config"])
     p.add_argument("--revision", metavar="REV", default=None, help=SHARED_HELP["--revision"])
+    p.add_argument("--golden", metavar="RECORD", type=Path, default=None, help=SHARED_HELP["--golden"])
+    p.add_argument("--record", action="store_true", help=SHARED_HELP["--record"])
     return p
 
 
@@ -113,8 +121,17 @@ def parse(converter: Converter, argv: list[str]) -> dict[str, Any]:
             p.error("--fix-config writes a fixed copy of a directory --verify checks: give --verify DIR")
     elif options.get(output.dest) is not None or options.get("push_to_hub") is not None:
         p.error(f"--verify checks a directory and writes nothing: {output.flag} and --push_to_hub have no place here")
+    if options.get("record") and (options.get("verify") is None or options.get("golden") is None):
+        p.error("--record writes the golden record of a directory --verify checks: give --verify DIR --golden RECORD")
+    if options.get("golden") is not None and options.get("verify") is None:
+        p.error("--golden holds a directory --verify checks to its record: give --verify DIR")
     (source,) = [o for o in converter.options if o.role is Role.SOURCE]
-    if options.get(source.dest) is None and default_source(converter, options) is None:
+    gating = options.get("golden") is not None and not options.get("record")  # a gate needs no original
+    lacking = [o.flag for o in converter.options
+               if o.required and o.role is not Role.OUTPUT and options.get(o.dest) is None]  # fmt: skip
+    if lacking and not gating:
+        p.error(f"the following arguments are required: {', '.join(lacking)}")
+    if options.get(source.dest) is None and default_source(converter, options) is None and not gating:
         named = f", or {converter.default_source_option} NAME (its published original is fetched)" if (
             converter.default_source) else ""  # fmt: skip
         p.error(f"the following arguments are required: {source.flag}{named}")
@@ -175,15 +192,17 @@ def hub_name(value: object) -> bool:
     return True
 
 
-def fetch_inputs(converter: Converter, options: Mapping[str, Any], fetcher: Fetcher) -> dict[str, Any]:
+def fetch_inputs(converter: Converter, options: Mapping[str, Any], fetcher: Fetcher,
+                 gate: bool = False) -> dict[str, Any]:  # fmt: skip
     """Every input an address or a hub name stands for, as a local path: from the caches, else fetched, once and up
-    front. What cannot be had is refused in one message, every input named."""
+    front. What cannot be had is refused in one message, every input named. A ``gate`` (a directory against its
+    golden record) needs the directory alone."""
     from converters.fetch import FetchFailure, is_url, refuse, torch_hub_dir
 
     resolved = dict(options)
     failures = []
     revision = options.get("revision")
-    for option in converter.options:
+    for option in () if gate else converter.options:
         value = options.get(option.dest)
         try:
             if option.role is Role.SOURCE:
@@ -222,6 +241,11 @@ def check_report_dir(directory: Path | None, target: Path) -> None:
         raise ConversionError(f"--report {directory}: exists and is not a directory")
     if directory == target or target in directory.parents:
         raise ConversionError(f"--report {directory}: inside the output directory, which is replaced as a whole")
+
+
+# the options of a run, not of the conversion: left out of a record's provenance
+RUN_OPTIONS = {"overwrite", "push_to_hub", "junitxml", "report", "verbose", "verify", "fix_config", "golden", "record",
+               "golden_only", "entry"}  # fmt: skip
 
 
 def checks_modules(converter: Converter) -> list[Path]:
@@ -278,7 +302,11 @@ class Run:
         self.given = dict(options)  # as given: addresses and hub names, before they are fetched
         self.prog = converter.command
         self.target = output_of(converter, options).absolute()
-        self.result: Any = None  # the session's
+        self.result: Any = None  # the last session's
+        self.conversion: Any = None  # the last session's conversion
+        self.references: list[str] = []  # the reference implementation's packages, as the run found them
+        self.recorded = ""  # the golden record written, and what changed against the one there
+        self.results: list[Any] = []  # every session's: against the original, against the golden record
         self.notes: list[str] = []
         self.code = REFUSED
         self.message = ""
@@ -299,20 +327,28 @@ class Run:
     def session(self, staging: Path, references: list[str], verify: Path | None = None) -> None:
         """The checks on ``staging`` (written into it, or, ``verify``ing, read from that directory)."""
         from converters.safe_load import SafeLoader
-        from converters.session import run_checks
 
         converter = self.converter
         options = {**self.options, "verify": verify}
         conversion = converter.conversion_class()(options, staging, converter, SafeLoader(remember=True), self.fetcher)
+        self.conversion = conversion  # a golden record is measured through the verified conversion's hooks
+        self.checked(checks_modules(converter), conversion, f"{converter.name} conversion", references, verify)
+
+    def checked(self, modules: list[Path], conversion: Any, suite: str, references: list[str],
+                verify: Path | None = None) -> None:  # fmt: skip
+        """A session of ``modules`` on ``conversion``, its table and notes printed; a failure raised as the cause."""
+        from converters.session import run_checks
+
         self.result = result = run_checks(
-            checks_modules(converter),
+            modules,
             conversion,
             junitxml=self.options.get("junitxml"),
-            suite=f"{converter.name} conversion",
-            ignore_warnings=converter.ignore_warnings,
+            suite=suite,
+            ignore_warnings=self.converter.ignore_warnings,
             verbose=bool(self.options.get("verbose")),
             progress=terminal_progress(),
         )
+        self.results.append(result)
         result.notes.extend(f"reference: {found}" for found in references)
         result.notes.extend(self.fetched_notes())
         from converters.report import wrap
@@ -361,18 +397,112 @@ class Run:
                                              for o in result.outcomes)  # fmt: skip
 
     def verify(self, references: list[str]) -> None:
-        """Check a directory written before; with --fix-config, write a copy with its config set right."""
+        """Check a directory written before: against the original (with --fix-config, a copy with its config set
+        right written), and against its golden record (--golden) where there is one; --record writes the record
+        once the verification against the original passed."""
         from converters.hub import model_directory
 
         directory = model_directory(str(self.options["verify"]), what="--verify").absolute()
+        given = self.options.get("golden")
+        golden = Path(given) if given is not None else None
+        recording = bool(self.options.get("record"))
+        if golden is not None and not self.has_original():
+            self.gate(directory, golden)
+            return
         try:
             self.session(directory, references, verify=directory)
         except ConversionError:
-            if self.options.get("fix_config") is None or not self.fixable():
-                raise
-            self.fix(directory, references)
-            return
+            if self.options.get("fix_config") is not None and self.fixable():
+                self.fix(directory, references)
+                return
+            if golden is not None and not recording and golden.is_file():  # the report shows both
+                with contextlib.suppress(ConversionError):
+                    self.gate(directory, golden)
+            raise
         self.code, self.message = WRITTEN, f"{self.prog}: verified {directory}: it computes what the original computes"
+        if golden is not None and recording:
+            self.record(directory, golden)
+        elif golden is not None and golden.is_file():
+            verified = self.message
+            self.gate(directory, golden)
+            self.message = f"{verified}\n{self.message}"
+
+    def has_original(self) -> bool:
+        """Whether the run has the original to verify against, unless --golden-only: a source file there, or an
+        address's (a published name's original) in the cache or to be fetched (not offline)."""
+        from converters.fetch import torch_hub_dir
+
+        if self.options.get("golden_only"):
+            return False
+        from converters.fetch import is_url
+
+        (source,) = [o for o in self.converter.options if o.role is Role.SOURCE]
+        given = self.options.get(source.dest)
+        if given is not None and not is_url(given):
+            return Path(given).is_file()
+        address = given if given is not None else default_source(self.converter, self.options)
+        if address is None:
+            return False
+        cached = torch_hub_dir() / "checkpoints" / os.path.basename(urlparse(str(address)).path)
+        return cached.is_file() or not self.fetcher.offline
+
+    def original_sha256(self) -> str | None:
+        from converters.fetch import sha256_of
+
+        (source,) = [o for o in self.converter.options if o.role is Role.SOURCE]
+        value = self.options.get(source.dest)
+        return sha256_of(Path(value)) if value is not None and Path(value).is_file() else None
+
+    def gate(self, directory: Path, record_path: Path) -> None:
+        """The directory against its golden record: neither the original nor the reference implementations."""
+        from converters.golden import Record
+        from converters.golden_gate import Gate
+        from converters.safe_load import SafeLoader
+        from converters.session import GOLDEN_CHECKS
+
+        record = Record.read(record_path)
+        hooks = self.converter.conversion_class()(
+            {**self.options, "verify": directory}, directory, self.converter, SafeLoader(), self.fetcher
+        )
+        gate = Gate(self.converter, hooks, directory, record, record_path, self.original_sha256(),
+                    options=dict(self.options))  # fmt: skip
+        self.checked([GOLDEN_CHECKS], gate, f"{self.converter.name} golden record", [])
+        self.code = WRITTEN
+        self.message = f"{self.prog}: {directory} computes what its record holds (made {record.made})"
+
+    def record(self, directory: Path, record_path: Path) -> None:
+        """After a verification that passed: the directory's golden record, written (what changed against the one
+        there printed); a record of another original there is refused, naming both."""
+        from converters.fetch import sha256_of
+        from converters.golden import Record, drift, fingerprint_stages, make_record, measure
+        from converters.report import versions
+
+        source = next(o for o in self.converter.options if o.role is Role.SOURCE)
+        path = Path(self.options[source.dest])
+        original = {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}
+        fetched = next((f for f in self.fetcher.fetched if Path(f.path) == path), None)
+        if fetched is not None:
+            original["address"] = fetched.address
+        old = Record.read(record_path) if record_path.is_file() else None
+        if old is not None and old.provenance["original"]["sha256"] != original["sha256"]:
+            raise ConversionError(
+                f"record {record_path} was made from another original: SHA-256 {old.provenance['original']['sha256']}"
+                f", this run's {original['sha256']} ({path}); remove the record to record this original"
+            )
+        measured = measure(self.conversion, directory, self.result.fields)
+        measured.stages = fingerprint_stages(self.conversion, measured)
+        paths = {o.dest for o in self.converter.options if o.role in (Role.SOURCE, Role.INPUT, Role.MODEL)}
+        options = {k: os.path.relpath(v, record_path.parent.absolute()) if k in paths and Path(v).exists() else str(v)
+                   for k, v in self.given.items() if v is not None and k not in RUN_OPTIONS}  # fmt: skip
+        provenance = {"original": original, "reference": self.references, "versions": versions(), "options": options}
+        entry = str(self.options.get("entry") or directory.name)
+        record = make_record(entry, self.converter.name, measured, self.result.compared, provenance)
+        lines = drift(old, record) if old is not None else ["new"]
+        record.write(record_path)
+        relative = os.path.relpath(record_path)
+        shown = str(record_path) if relative.startswith("..") else relative  # inside the working directory: relative
+        self.recorded = f"recorded {shown}: " + ("; ".join(lines) or "nothing changed")
+        self.message += f"\n{self.prog}: {self.recorded}"
 
     def fix(self, directory: Path, references: list[str]) -> None:
         from converters.output import check_target, clean_stale, discard, make_staging, publish, write_fault
@@ -409,15 +539,18 @@ class Run:
         staging: Path | None = None
         try:
             check_report_dir(self.options.get("report"), self.target)  # first: any later refusal is reported there
-            references = check_references(self.converter)
+            gating = self.options.get("golden") is not None and not self.has_original()
+            references = [] if gating else check_references(self.converter)  # a gate runs no reference
+            self.references = references
             validate = validator(self.converter)
-            if validate is not None:
+            if validate is not None and not gating:  # it reads the original's side: a gate has none of it
                 validate(self.options)
             verifying = self.options.get("verify") is not None
             if not verifying:
                 check_target(self.target, overwrite)  # before any download: an output in the way is refused at once
-            self.options = fetch_inputs(self.converter, self.options, self.fetcher)
-            check_inputs(self.converter, self.options)
+            self.options = fetch_inputs(self.converter, self.options, self.fetcher, gate=gating)
+            if not gating:  # a gate reads the directory and its record alone
+                check_inputs(self.converter, self.options)
             if verifying:
                 self.verify(references)
                 return
@@ -461,6 +594,7 @@ class Run:
             and Path(value).exists()
         ]
         result = self.result
+        sessions = self.results or ([result] if result is not None else [])  # against the original, the record
         written = {WRITTEN: "written", REFUSED: "refused", INTERNAL: "internal error"}[self.code]
         if self.options.get("verify") is not None and self.options.get("fix_config") is None:
             written = {WRITTEN: "verified", REFUSED: "not verified", INTERNAL: "internal error"}[self.code]
@@ -470,9 +604,9 @@ class Run:
             result=written,
             exit_code=self.code,
             message=self.message,
-            checks=result.rows() if result is not None else [],
+            checks=[row for each in sessions for row in each.rows()],
             stages=report.stages_of(result.divergence) if result is not None else [],
-            notes=result.notes if result is not None else [],
+            notes=[note for each in sessions for note in each.notes],
             inputs=inputs,
             fetched=[asdict(fetched) for fetched in self.fetcher.fetched],
             output=str(self.target) if self.code == WRITTEN and written != "verified" else None,

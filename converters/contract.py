@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from converters.fetch import Fetcher
-    from converters.locator import Divergence
+    from converters.golden import Recorded
+    from converters.locator import Divergence, Tap
     from converters.mapping import KeyMapping
     from converters.safe_load import SafeLoader
 
@@ -75,6 +76,8 @@ class Requirement:
     module: str
     install: str
     distributions: tuple[str, ...] = ()  # those known to provide it (s3prl and ESPnet's fork, say)
+    # what tox and CI install it with (``tools/references.py``): each tuple one ``pip install``'s arguments
+    pip: tuple[tuple[str, ...], ...] = ()
 
     def installed(self) -> str | None:
         """``"<distribution> <version>"`` of the package providing ``module``, or None if there is none."""
@@ -217,6 +220,8 @@ class Comparison:
     cause: str = ""  # why it fails, one line; empty when it passes
     outputs: Any = None  # what the written model computed, for a converter's own checks to reuse
     notes: tuple[str, ...] = ()  # what the report says beside it (each recording's input difference, say)
+    # each output from a recording, by the name ``Conversion.recorded`` gives it: (difference, tolerance)
+    measured: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -315,3 +320,16 @@ class Conversion:
         """The written model, loaded back, against ``reference``; where they part, the locator's stages.
         A hook that needs the source again (to locate a divergence, say) reads it anew with ``read``."""
         raise NotImplementedError
+
+    # -- golden records: the directory alone, no source, no reference (``converters/golden.py``) ----------------------
+
+    def recorded(self, model: nn.Module, extractor: Any) -> Recorded:
+        """The directory's pipeline (``extractor``, then ``model``) on the built-in recordings: what the extractor
+        made of each, and the outputs, by the names ``compare`` measured them under (``Comparison.measured``).
+        Called without a source or a target: a gate without the original calls it."""
+        raise NotImplementedError(f"converter {self.converter.name!r} records no outputs")
+
+    def taps(self, model: nn.Module) -> list[tuple[str, Tap]]:
+        """The model's stages, in forward order (the locator's, on the converted side): where a gate names outputs
+        that moved first moved."""
+        return []

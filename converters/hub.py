@@ -23,7 +23,12 @@ def model_directory(name: str, what: str = "base model") -> Path:
     if path.is_dir():
         return path
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    try:
+        validate_repo_id(name.partition("@")[0])
+    except HFValidationError:
+        raise ConversionError(f"{what} {name!r} is neither a local directory nor a hub name (ORG/NAME)") from None
     try:
         return Path(snapshot_download(name, local_files_only=True))
     except Exception:  # not a directory and not cached: the same answer for every reason

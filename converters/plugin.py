@@ -22,7 +22,10 @@ checkpoint is read by one of them.
 
 from __future__ import annotations
 
+import builtins
+import re
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ENTRY_KEYS = {"name", "format", "model"}  # beside the converter's own options, by their manifest keys
+# beside the converter's own options, by their manifest keys: the golden record's path, the hub revision
+ENTRY_KEYS = {"name", "format", "model", "golden", "revision"}
 MANIFEST = pytest.StashKey[Path]()  # the manifest --conversions names
 COLLECTED = pytest.StashKey[bool]()
+# what the command calls an input, in the manifest's words
+MANIFEST_TERMS = {"--verify": "model", "--golden": "golden"}
+ORIGINAL, RECORD = "the original", "its golden record"
+RECORDING = "golden record written"  # the item that says whether --conversions-record wrote the entry's record
+SHARDING = pytest.StashKey[bool]()  # pytest-shard is choosing this job's items: an entry's checks go together
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,6 +55,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="MANIFEST",
         default=None,
         help="verify each converted directory a TOML manifest lists against its original checkpoint",
+    )
+    group.addoption(
+        "--conversions-record",
+        action="store_true",
+        help="write each entry's golden record (its `golden` key) once its verification against the original passed",
+    )
+    group.addoption(
+        "--conversions-golden-only",
+        action="store_true",
+        help="hold each entry with a golden record to its record alone: no original, no reference implementation",
     )
 
 
@@ -77,6 +96,43 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Manifest |
         return None
     config.stash[COLLECTED] = True  # once, whether pytest reaches it as an argument or inside a directory
     return Manifest.from_parent(parent, path=file_path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config) -> None:
+    """pytest-shard (``--num-shards``) assigns each item to a job by its node id: the checks' node ids are their
+    entries' until every plugin has chosen (``pytest_collection_modifyitems`` below), so an entry is one job's."""
+    if config.stash.get(MANIFEST, None) is not None and (getattr(config.option, "num_shards", 1) or 1) > 1:
+        config.stash[SHARDING] = True
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_shards_chosen(config: pytest.Config) -> None:
+    config.stash[SHARDING] = False
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Each entry, and what it was held to: the original, its golden record (and when that was made), or both. Read
+    off the checks' reports, which pytest-xdist's workers send the controller too."""
+    held: dict[str, dict[str, str]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            properties = dict(getattr(report, "user_properties", ()))
+            if not isinstance(report, pytest.TestReport) or not {"against", "recorded"} & set(properties):
+                continue
+            entry = held.setdefault(report.nodeid.rsplit("::", 1)[0], {"recorded": ""})
+            if "against" in properties:
+                entry[properties["against"]] = properties.get("record_made", "")
+            entry["recorded"] = entry["recorded"] or properties.get("recorded", "")
+    if not held:
+        return
+    terminalreporter.section("conversions")
+    for name, against in sorted(held.items()):
+        made = against.get(RECORD)
+        what = " and ".join(held_to for held_to in (ORIGINAL, RECORD) if held_to in against)
+        terminalreporter.write_line(f"{name}: checked against {what}" + (f" ({made})" if made else ""))
+        if against["recorded"]:
+            terminalreporter.write_line(f"  {against['recorded']}")
 
 
 class Manifest(pytest.File):
@@ -113,6 +169,9 @@ class Entry(pytest.Collector):
         self.table, self.number = table, number
         self._run: Any = None
         self.refused_at: str | None = None  # the check that reported the entry's refusal (its first)
+        self.against = ""  # what the run holds it to: the original, its golden record, or both
+        self.golden: Path | None = None  # its golden record's path, where the entry names one
+        self._made: str | None = None
 
     def options(self) -> tuple[Any, dict[str, Any]]:
         from converters import registry
@@ -137,9 +196,6 @@ class Entry(pytest.Collector):
         if unknown:
             raise self.CollectError(f"{where}: unknown keys {', '.join(unknown)}; {converter.name} takes "
                                     f"{', '.join(sorted(ENTRY_KEYS | set(by_key)))}")  # fmt: skip
-        lacking = [o.manifest_key for o in by_key.values() if o.required and o.manifest_key not in table]
-        if lacking:
-            raise self.CollectError(f"{where} lacks {', '.join(lacking)}")
         base = self.path.parent
         options: dict[str, Any] = {option.dest: None for option in converter.options}
         for key, option in by_key.items():
@@ -149,23 +205,77 @@ class Entry(pytest.Collector):
                 paths = option.role in (Role.SOURCE, Role.INPUT)
                 options[option.dest] = local if paths else (str(local) if local.exists() else str(value))
         verified = base / str(table["model"])
-        options["verify"] = str(verified) if verified.exists() else str(table["model"])  # else a cached hub name
+        options["verify"] = str(verified) if verified.exists() else str(table["model"])  # else a hub name
+        options["revision"] = table.get("revision")
+        options["golden"] = base / str(table["golden"]) if "golden" in table else None
+        options["golden_only"] = bool(self.config.getoption("conversions_golden_only"))
+        options["record"] = bool(self.config.getoption("conversions_record")) and options["golden"] is not None
+        options["entry"] = self.name
         return converter, options
+
+    def check_required(self, converter: Any) -> None:
+        from converters.contract import Role
+
+        lacking = [o.manifest_key for o in converter.options
+                   if o.required and o.role is not Role.OUTPUT and o.manifest_key not in self.table]  # fmt: skip
+        if lacking:
+            raise self.CollectError(f"{self.path} entry {self.number} ({self.name}) lacks {', '.join(lacking)}")
+
+    def modes(self) -> tuple[bool, bool]:
+        """(against the original, against the golden record): what this run holds the entry to. Recording, the
+        original alone; golden-only, the record alone; else the record where there is one, and the original where
+        the run has it (or where there is no record to hold the entry to)."""
+        from converters.cli import Run
+
+        converter, options = self.options()
+        record = options["golden"]
+        if options["record"]:
+            return True, False
+        if options["golden_only"]:
+            if record is None:
+                raise self.CollectError(
+                    f"{self.path} entry {self.number} ({self.name}) has no golden record (a "
+                    "`golden` key): --conversions-golden-only holds entries to their records"
+                )
+            return False, True
+        gate = record is not None and Path(record).is_file()
+        return Run(converter, options, []).has_original() or not gate, gate
 
     def collect(self) -> Iterator[pytest.Item]:
         """The entry's checks; an entry that cannot be read is one failing item, and the others still run."""
         from converters.cli import checks_modules
-        from converters.session import check_names
+        from converters.session import GOLDEN_CHECKS, check_names
 
         try:
             converter, _ = self.options()
+            full, gate = self.modes()
+            if full:  # the original's side: what a verification against it needs (a gate, only the record)
+                self.check_required(converter)
         except self.CollectError as error:
             yield Broken.from_parent(self, name="entry", cause=str(error))
             return
-        for check in check_names(checks_modules(converter), "verify"):
-            item = Check.from_parent(self, name=check)
+        self.against = " and ".join(([ORIGINAL] if full else []) + ([RECORD] if gate else []))
+        self.golden = self.options()[1]["golden"]
+        names = [(check, ORIGINAL) for check in check_names(checks_modules(converter), "verify")] if full else []
+        names += [(check, RECORD) for check in check_names([GOLDEN_CHECKS], "verify")] if gate else []
+        items: list[pytest.Item] = [Check.from_parent(self, name=check, against=against) for check, against in names]
+        if self.options()[1]["record"]:
+            items.append(Recording.from_parent(self, name=RECORDING))
+        for item in items:
             item.add_marker(pytest.mark.xdist_group(name=f"{self.path.name}::{self.name}"))
             yield item
+
+    def record_made(self) -> str:
+        """When the entry's golden record was made (or why it cannot be read): read once."""
+        from converters.errors import ConversionError
+        from converters.golden import Record
+
+        if self._made is None:
+            try:
+                self._made = f"record made {Record.made_of(Path(str(self.golden)))}"
+            except ConversionError as error:
+                self._made = str(error)
+        return self._made
 
     def result(self) -> Any:
         """The entry's verification, run once in this process (an xdist worker runs its own entries')."""
@@ -174,8 +284,26 @@ class Entry(pytest.Collector):
 
             converter, options = self.options()
             self._run = Run(converter, options, [])
-            self._run.convert()
+            with warnings.catch_warnings():  # what the converter's own session ignores, the user's run does too
+                for warning in converter.ignore_warnings:
+                    action, message, *rest = warning.split(":")  # -W's: the message a literal prefix
+                    category = getattr(builtins, rest[0], Warning) if rest else Warning
+                    warnings.filterwarnings(action, re.escape(message), category)  # type: ignore[arg-type]
+                self._run.convert()
+            self._run.message = manifest_terms(self._run.message, converter, self.name)
         return self._run
+
+
+def manifest_terms(message: str, converter: Any, entry: str) -> str:
+    """A command's message in the manifest's words: each option by its manifest key, the entry named."""
+    from converters.contract import Role
+
+    text = message.split(": error: ", 1)[-1].removesuffix("; nothing was written")
+    terms = dict(MANIFEST_TERMS)
+    terms.update({o.flag: o.manifest_key for o in converter.options if o.role is not Role.OUTPUT})
+    for flag, key in sorted(terms.items(), key=lambda item: -len(item[0])):
+        text = text.replace(f"{flag} ", f"{key} ")
+    return f"entry {entry!r}: {text}"
 
 
 class Broken(pytest.Item):
@@ -195,6 +323,29 @@ class Broken(pytest.Item):
         return self.path, None, self.cause
 
 
+class Recording(pytest.Item):
+    """``--conversions-record``: the entry's record written once its verification passed (what changed said), or
+    why not: the verification failed (not recorded), or the record there is of another original (refused)."""
+
+    def runtest(self) -> None:
+        from converters.cli import WRITTEN
+
+        run = self.parent.result()  # type: ignore[union-attr]
+        if run.recorded:
+            self.user_properties.append(("recorded", run.recorded))
+            return
+        verified = run.result is not None and run.result.passed
+        if run.code == WRITTEN or not verified:
+            pytest.skip("not recorded: the verification against the original did not pass")
+        raise CheckFailed(run.message)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        return str(excinfo.value)
+
+    def reportinfo(self) -> tuple[Path, None, str]:
+        return self.path, None, f"{self.parent.name}: {self.name}"  # type: ignore[union-attr]
+
+
 class CheckFailed(Exception):
     def __init__(self, cause: str, details: str = "") -> None:
         super().__init__(cause)
@@ -204,6 +355,20 @@ class CheckFailed(Exception):
 class Check(pytest.Item):
     """One check of an entry's verification, reported as the entry's session found it."""
 
+    def __init__(self, *, against: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.against = against  # what the check holds the directory to: the original, or its golden record
+        self.user_properties.append(("against", against))
+        if against == RECORD:
+            self.user_properties.append(("record_made", self.parent.record_made()))  # type: ignore[union-attr]
+
+    @property
+    def nodeid(self) -> str:
+        """Its own; while pytest-shard assigns items to shards, its entry's, so that an entry is one shard's whole."""
+        if self.config.stash.get(SHARDING, False) and self.parent is not None:
+            return self.parent.nodeid
+        return super().nodeid
+
     def runtest(self) -> None:
         entry: Entry = self.parent  # type: ignore[assignment]
         run = entry.result()
@@ -212,9 +377,14 @@ class Check(pytest.Item):
                 pytest.skip(f"not run (the entry was refused: see {entry.refused_at})")
             entry.refused_at = self.name
             raise CheckFailed(run.message)
-        outcome = next((o for o in run.result.outcomes if o.check == self.name), None)
+        outcome = next((o for result in run.results for o in result.outcomes if o.check == self.name), None)
+        if outcome is None and self.against == RECORD:  # the record was not read: the entry failed before it
+            pytest.skip(f"not run (the entry failed before its golden record was read: {run.message})")
         if outcome is None:
             raise CheckFailed(f"{self.name} was not reached: {run.message}")
+        if outcome.difference is not None and outcome.tolerance is not None:  # in JUnit, as the command's own
+            self.user_properties += [("largest_difference", f"{outcome.difference:.6g}"),
+                                     ("tolerance", f"{outcome.tolerance:g}")]  # fmt: skip
         if outcome.result == "skipped":
             pytest.skip(outcome.cause)
         if outcome.result == "not run":

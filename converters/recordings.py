@@ -35,6 +35,13 @@ class Recording:
     def level(self) -> str:
         return f"{self.rms:g} RMS"
 
+    @property
+    def sha256(self) -> str:
+        """The digest of its samples, as stored: a record names the recordings it was measured on by it."""
+        import hashlib
+
+        return hashlib.sha256(_stored()[f"wave/{self.name}"].tobytes()).hexdigest()
+
     def waveform(self) -> np.ndarray:
         """The recording as a model's extractor is given it: float32 in [-1, 1)."""
         return (_stored()[f"wave/{self.name}"].astype(np.float32) / 32768).astype(np.float32)

@@ -40,15 +40,16 @@ class Difference:
     found: Any
     expected: Any
 
-    def described(self) -> str:
-        where = "" if self.file == "config.json" else f"{self.file} "
+    def described(self, against: str = "the original computes with", file: bool = False) -> str:
+        """One line: the field, its value, and ``against`` the expected one (``file``: config.json named too)."""
+        where = "" if self.file == "config.json" and not file else f"{self.file} "
         if isinstance(self.expected, Mapping) and isinstance(self.found, Mapping):
             differing = [k for k in self.expected if str(k) not in {str(f) for f in self.found}
                          or plain(self.found).get(str(k)) != plain(self.expected)[str(k)]]  # fmt: skip
             return (f"{where}{self.field} differs at {len(differing)} of {len(self.expected)} entries (first: "
-                    f"{differing[0]}: {shown(plain(self.found).get(str(differing[0])))}, the original computes with "
+                    f"{differing[0]}: {shown(plain(self.found).get(str(differing[0])))}, {against} "
                     f"{shown(plain(self.expected)[str(differing[0])])})")  # fmt: skip
-        return f"{where}{self.field} {shown(self.found)}, the original computes with {shown(self.expected)}"
+        return f"{where}{self.field} {shown(self.found)}, {against} {shown(self.expected)}"
 
 
 def same(name: str, found: Any, expected: Any) -> bool:

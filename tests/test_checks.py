@@ -42,10 +42,10 @@ def test_the_checks_are_listed_in_their_markers_order_across_modules_and_by_mode
 def test_a_failures_one_line_cause_is_its_first_line_not_ending_in_a_colon_else_its_last() -> None:
     from types import SimpleNamespace
 
-    from converters.session import _one_line
+    from converters.outcomes import one_line
 
     def failure(message: str) -> SimpleNamespace:
         return SimpleNamespace(reprcrash=SimpleNamespace(message=message))
 
-    assert _one_line(failure("AssertionError: while mapping:\n  missing key 'x'\nmore")) == "missing key 'x'"
-    assert _one_line(failure("while mapping:\n  in the checkpoint:")) == "in the checkpoint:"
+    assert one_line(failure("AssertionError: while mapping:\n  missing key 'x'\nmore")) == "missing key 'x'"
+    assert one_line(failure("while mapping:\n  in the checkpoint:")) == "in the checkpoint:"

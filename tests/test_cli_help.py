@@ -127,7 +127,8 @@ def test_the_generic_command_reads_its_arguments_and_lists_the_formats_for_h(
 
 
 def test_the_usage_line_shows_what_each_mode_requires(capsys: pytest.CaptureFixture[str]) -> None:
-    """Converting and verifying, one line each; a source that a published name can stand for is shown so."""
+    """Converting, verifying, and holding a directory to its golden record, one line each; a source that a published
+    name can stand for is shown so."""
     with pytest.raises(SystemExit):
         registry.get("ast").main(["--help"])
     usage = capsys.readouterr().out.split("\n\n")[0]
@@ -135,7 +136,8 @@ def test_the_usage_line_shows_what_each_mode_requires(capsys: pytest.CaptureFixt
         "usage: convert-ast-checkpoint (--checkpoint_path FILE|URL | --model_name NAME) --pytorch_dump_folder_path "
         "DIR [options]\n"
         "       convert-ast-checkpoint (--checkpoint_path FILE|URL | --model_name NAME) --verify DIR|HUB_NAME "
-        "[--fix-config OUT] [options]"
+        "[--fix-config OUT] [options]\n"
+        "       convert-ast-checkpoint --verify DIR|HUB_NAME --golden RECORD [options]"
     )
     with pytest.raises(SystemExit):
         registry.get("s3prl").main(["--help"])
@@ -145,6 +147,7 @@ def test_the_usage_line_shows_what_each_mode_requires(capsys: pytest.CaptureFixt
         "--model_dump_path DIR [options]",
         "       convert-s3prl-checkpoint --base_model_name BASE_MODEL_NAME --checkpoint_path CHECKPOINT_PATH "
         "--verify DIR|HUB_NAME [--fix-config OUT] [options]",
+        "       convert-s3prl-checkpoint --verify DIR|HUB_NAME --golden RECORD [options]",
     ]
 
 

@@ -366,7 +366,8 @@ def test_a_session_is_given_the_runs_settings_and_its_loader_remembers_the_archi
     import torch
 
     import converters.session
-    from converters.session import GENERIC_CHECKS, Outcome, SessionResult
+    from converters.outcomes import Outcome, SessionResult
+    from converters.session import GENERIC_CHECKS
 
     given: list[tuple[list[Path], Conversion, dict[str, Any]]] = []
     note = "a note long enough to be wrapped: " + " ".join(["word"] * 30)
@@ -414,7 +415,7 @@ def sessions_ending(monkeypatch: pytest.MonkeyPatch, result: Any) -> list[tuple[
 def test_a_session_verifying_a_directory_is_given_it_as_the_directory_verified(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from converters.session import Outcome, SessionResult
+    from converters.outcomes import Outcome, SessionResult
 
     given = sessions_ending(monkeypatch, SessionResult(0, [Outcome("test_a_check", "passed")]))
     run = Run(CONVERTER, options_of(verify=str(tmp_path / "written")), [])
@@ -426,7 +427,7 @@ def test_a_session_verifying_a_directory_is_given_it_as_the_directory_verified(
 
 
 def test_on_a_terminal_a_session_is_given_a_status_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from converters.session import Outcome, SessionResult
+    from converters.outcomes import Outcome, SessionResult
 
     given = sessions_ending(monkeypatch, SessionResult(0, [Outcome("test_a_check", "passed")]))
     read, write = os.pipe()
@@ -444,7 +445,7 @@ def test_on_a_terminal_a_session_is_given_a_status_line(monkeypatch: pytest.Monk
 def test_a_failed_checks_details_are_printed_beneath_the_table_and_the_run_is_refused_with_its_cause(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from converters.session import Outcome, SessionResult
+    from converters.outcomes import Outcome, SessionResult
 
     outcomes = [Outcome("test_passing", "passed", details="a passing check's text: not shown"),
                 Outcome("test_outputs", "failed", "they differ", details="the locator's table")]  # fmt: skip
@@ -458,7 +459,7 @@ def test_a_failed_checks_details_are_printed_beneath_the_table_and_the_run_is_re
 def test_a_bug_in_a_check_is_an_internal_error_naming_the_check_its_log_holding_the_sessions_report(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from converters.session import Outcome, SessionResult
+    from converters.outcomes import Outcome, SessionResult
 
     bug = Outcome("test_reference", "internal error", "KeyError: 'layer'", details="Traceback (most recent ...)")
     sessions_ending(monkeypatch, SessionResult(2, [Outcome("test_read", "passed"), bug], output="pytest's report"))
@@ -551,8 +552,8 @@ def test_a_model_that_is_neither_a_directory_nor_cached_is_refused_naming_its_op
     base = tmp_path / "nowhere"
     argv = ["--checkpoint", str(source_in(tmp_path)), "--base", str(base), "--out", str(tmp_path / "out")]
     assert refusal(argv, tmp_path / "out") == (
-        f"convert-run-checkpoint: error: --base {str(base)!r} is neither a local directory nor in the local Hugging "
-        "Face cache; nothing was written"
+        f"convert-run-checkpoint: error: --base {str(base)!r} is neither a local directory nor a hub name (ORG/NAME); "
+        "nothing was written"
     )
 
 

@@ -6,52 +6,17 @@ except under pytest-xdist and where what the plugin imports is the question: the
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from xml.etree import ElementTree
 
 import pytest
 
 from converters.ast.variants import BY_NAME
+from fixtures.pytest_runs import by_entry, inline_run, junit_cases, pytest_run
 from fixtures.seed_style import ast_directory
 
 TENTEN = BY_NAME["ast-finetuned-audioset-10-10-0.4593"]
-
-
-def _import_what_a_run_imports() -> None:
-    """pytester's inline run removes afterwards the modules first imported during it: import them before, so
-    that the registry's converters and the modules they are compared with stay the same objects."""
-    import importlib
-
-    from converters import registry
-
-    for name in ("converters.cli", "converters.checks", "converters.plugin", "converters.report",
-                 "converters.settings", "converters.session"):  # fmt: skip
-        importlib.import_module(name)
-    for converter in registry.all_converters():
-        converter.conversion_class()
-        for module in converter.checks:
-            importlib.import_module(module)
-
-
-_import_what_a_run_imports()
-
-
-def pytest_run(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *arguments], cwd=project,
-                          capture_output=True, text=True, env=environment, timeout=600)  # fmt: skip
-
-
-def inline_run(pytester: pytest.Pytester, project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """pytest run in this process, in ``project`` (no conftest there), as a subprocess' result reads."""
-    os.chdir(project)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--rootdir", str(project), *arguments)
-    text = "\n".join(result.outlines)
-    return subprocess.CompletedProcess([], int(result.ret), text, "\n".join(result.errlines))
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +40,6 @@ def project(ast_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPa
     return project
 
 
-def junit_cases(path: Path) -> dict[tuple[str, str], str]:
-    """(class name, test name) -> passed, failed or skipped."""
-    found = {}
-    for case in ElementTree.parse(path).iter("testcase"):
-        result = next((kind for kind in ("failure", "skipped") if case.find(kind) is not None), "passed")
-        found[(str(case.get("classname")), str(case.get("name")))] = {"failure": "failed"}.get(result, result)
-    return found
-
-
-def by_entry(cases: dict[tuple[str, str], str], entry: str) -> dict[str, str]:
-    return {name: outcome for (where, name), outcome in cases.items() if where == f"conversions.toml.{entry}"}
-
-
 def assert_gated(result: subprocess.CompletedProcess[str], cases: dict[tuple[str, str], str]) -> None:
     """The right entry passes, the hub-eps one fails on its config alone, the typo fails alone naming itself."""
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
@@ -106,7 +58,9 @@ def assert_gated(result: subprocess.CompletedProcess[str], cases: dict[tuple[str
     assert missing.keys() == right.keys()
     assert [name for name, outcome in missing.items() if outcome != "skipped"] == [next(iter(missing))]
     assert missing[next(iter(missing))] == "failed"
-    assert result.stdout.count("--verify 'converted/missing': not a local directory, and ") == 1, result.stdout
+    assert result.stdout.count("entry 'missing': model 'converted/missing': not a local directory, and ") == 1, (
+        result.stdout
+    )
 
 
 def test_a_manifest_gates_on_every_entry_and_names_them(project: Path, pytester: pytest.Pytester) -> None:
@@ -170,15 +124,34 @@ def test_the_example_manifest_is_one_the_plugin_reads() -> None:
         assert set(entry) <= keys, entry["name"]
 
 
-def test_the_example_workflow_gates_on_both_transformers_majors() -> None:
+def workflow_job(name: str) -> tuple[dict, str]:
+    """The example workflow's one job, and its commands."""
+    import yaml
+
+    (job,) = yaml.safe_load((EXAMPLES / name).read_text())["jobs"].values()
+    return job, "\n".join(step.get("run", "") for step in job["steps"])
+
+
+def test_the_example_gate_holds_every_push_to_the_records_on_both_majors_without_references() -> None:
+    job, commands = workflow_job("gate-conversions.yml")
+    assert job["strategy"]["matrix"]["transformers"] == ["==4.57.*", ">=5,<6"]
+    assert "pytest --conversions conversions.toml --conversions-golden-only -n auto" in " ".join(commands.split())
+    assert "--num-shards 2 --shard-id ${{ matrix.shard }}" in commands and job["strategy"]["matrix"]["shard"] == [0, 1]
+    assert "[gate]" in commands and "s3prl" not in commands and "[ast" not in commands
+    assert 'pip install "transformers${{ matrix.transformers }}"' in commands
+
+
+def test_the_example_weekly_verification_re_records_and_proposes_the_changes() -> None:
     import yaml
 
     workflow = yaml.safe_load((EXAMPLES / "verify-conversions.yml").read_text())
-    job = workflow["jobs"]["verify"]
+    assert "schedule" in workflow[True] and "push" not in workflow[True]  # YAML reads the key `on` as True
+    job, commands = workflow_job("verify-conversions.yml")
     assert job["strategy"]["matrix"]["transformers"] == ["==4.57.*", ">=5,<6"]
-    commands = "\n".join(step.get("run", "") for step in job["steps"])
-    assert "pytest --conversions conversions.toml -n auto" in commands
-    assert 'pip install "transformers${{ matrix.transformers }}"' in commands
+    assert "pytest --conversions conversions.toml -n auto" in " ".join(commands.split())
+    assert "--conversions-record" in commands and "[ast,gate]" in commands
+    proposing = next(step for step in job["steps"] if "create-pull-request" in step.get("uses", ""))
+    assert proposing["with"]["add-paths"] == "goldens/*.json"
 
 
 def test_an_own_fine_tune_is_verified_from_its_runs_options_as_manifest_keys(

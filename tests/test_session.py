@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from converters.session import PLUGIN, ConversionPlugin, Outcome, SessionResult, _one_line, require, run_checks
+from converters.outcomes import Outcome, SessionResult, one_line
+from converters.session import ConversionPlugin, run_checks
+from converters.session_fixtures import PLUGIN, require
 
 
 def checks_module(tmp_path: Path, request: pytest.FixtureRequest, text: str) -> Path:
@@ -97,7 +99,7 @@ def test_each_checks_outcome_is_recorded_with_its_first_one_line_cause(
     assert (result.exit_code, result.passed) == (1, False)
     assert result.cause == "check test_passes_then_teardown_fails failed: teardown broke"
     assert re.search(r"^ERROR \S+::test_setup_error\b", capsys.readouterr().out, re.MULTILINE)  # errors summarised
-    assert _one_line(" \n ") == ""
+    assert one_line(" \n ") == ""
 
 
 def test_a_checks_module_that_cannot_be_imported_is_one_error_naming_the_missing_module(

@@ -1,5 +1,5 @@
 """A verification compares a directory's weights with what the converter would write a batch at a time, so
-that it never holds a second copy of the model (``converters.session.compared``)."""
+that it never holds a second copy of the model (``converters.streamed.compared``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from converters import session
+from converters import streamed
 from converters.hub_layout import digests
 
 
@@ -39,8 +39,8 @@ def test_every_difference_is_named_in_the_expected_order_whatever_the_batches(
     for key in changed:
         expected[key] = expected[key] + 1
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(session, "BATCH_BYTES", batch)
-        held, differing = session.compared(directory, expected)
+        patch.setattr(streamed, "BATCH_BYTES", batch)
+        held, differing = streamed.compared(directory, expected)
     assert held == digests(tensors)
     assert differing == tuple(
         f"{key} differs from what the converter writes by 1 (largest difference)" for key in expected if key in changed
@@ -48,13 +48,13 @@ def test_every_difference_is_named_in_the_expected_order_whatever_the_batches(
 
 
 def test_a_dtype_or_shape_that_differs_is_named_with_both() -> None:
-    assert session.difference("w", torch.zeros(2, 3), torch.zeros(3, 2)) == (
+    assert streamed.difference("w", torch.zeros(2, 3), torch.zeros(3, 2)) == (
         "w is torch.float32 (2, 3), the converter writes torch.float32 (3, 2)"
     )
-    assert session.difference("w", torch.zeros(2, dtype=torch.float16), torch.zeros(2)) == (
+    assert streamed.difference("w", torch.zeros(2, dtype=torch.float16), torch.zeros(2)) == (
         "w is torch.float16 (2,), the converter writes torch.float32 (2,)"
     )
-    assert session.difference("w", torch.zeros(2), torch.zeros(2)) is None
+    assert streamed.difference("w", torch.zeros(2), torch.zeros(2)) is None
 
 
 def resident_kib(path: Path) -> int:
@@ -79,14 +79,14 @@ def test_at_most_a_batch_of_the_directory_is_resident_at_a_time(
     tensors = tensors_of([256 * 1024] * 8)  # 1 MiB each
     path = written(tmp_path / "dir", tensors) / "model.safetensors"
     resident: list[int] = []
-    compare = session.difference
+    compare = streamed.difference
 
     def measuring(key: str, theirs: Any, tensor: Any) -> str | None:
         resident.append(resident_kib(path))
         return compare(key, theirs, tensor)
 
-    monkeypatch.setattr(session, "difference", measuring)
-    monkeypatch.setattr(session, "BATCH_BYTES", 2 * 2**20)  # two tensors a batch
-    session.compared(path.parent, tensors)
+    monkeypatch.setattr(streamed, "difference", measuring)
+    monkeypatch.setattr(streamed, "BATCH_BYTES", 2 * 2**20)  # two tensors a batch
+    streamed.compared(path.parent, tensors)
     assert len(resident) == 8 and max(resident) <= 2 * 1024 + 8, resident  # a batch, and the header's page
     assert resident_kib(path) == 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from converters.ast.conversion import LOGITS_ATOL, ASTConversion, Reference, dtype_tolerance, outputs_of
+from converters.ast.conversion import LOGITS_ATOL, SAMPLE, ASTConversion, Reference, dtype_tolerance, outputs_of
 from converters.ast.labels import hub_id2label, id2label
 from converters.contract import Comparison, Target
 from converters.fetch import FetchFailure
@@ -44,7 +44,7 @@ def test_logits_match_the_published_slice(conversion: ASTConversion, comparison:
         pytest.skip("not a published model: no published logits to hold it to")
     if conversion.sample.waveform is None:
         pytest.skip(conversion.sample.what)
-    logits = comparison.outputs["sample audio"][0, :3]
+    logits = comparison.outputs[SAMPLE][0, :3]
     expected = torch.tensor(published.expected_slice)
     difference = (logits - expected).abs().max().item()
     measure(difference, LOGITS_ATOL)

@@ -21,13 +21,14 @@ from converters.ast.features import original_fbank, original_features, transform
 from converters.ast.features import tolerance as features_tolerance
 from converters.ast.layout import Layout, layout_of
 from converters.ast.spec import Spec
-from converters.ast.variants import AUDIOSET_SAMPLE, Variant
+from converters.ast.variants import AUDIOSET_SAMPLE, Variant, variant
 from converters.audio import SAMPLING_RATE, directory_extractor, read_audio
 from converters.contract import Comparison, Conversion, Source, Target
 from converters.derivation import Field
 from converters.errors import first_line
 from converters.fetch import Fetcher, FetchFailure
-from converters.locator import Divergence, StageDifference, largest_difference
+from converters.golden import Recorded, described
+from converters.locator import Divergence, StageDifference, Tap, largest_difference
 from converters.mapping import KeyMapping
 from converters.recordings import RECORDINGS, Recording, recordings
 from converters.safe_load import as_state_dict, weights_dtype
@@ -41,6 +42,7 @@ CONFIG_FIELDS = (
 EXTRACTOR_FIELDS = ("feature_size", "sampling_rate", "num_mel_bins", "max_length", "do_normalize", "mean", "std")
 SAMPLE_REPO = "nielsr/audio-spectogram-transformer-checkpoint"
 MODEL_RECORDING = "voice-loud-10.5s"  # the built-in recording both models run on
+SAMPLE = "sample audio"  # the published slice's recording, or the user's
 
 
 def dtype_tolerance(dtype: torch.dtype, scale: float) -> float:
@@ -193,7 +195,7 @@ class ASTConversion(Conversion):
             recording.name: (recording.waveform(), recording) for recording in recordings(MODEL_RECORDING)
         }
         if self.sample.waveform is not None:
-            found["sample audio"] = (self.sample.waveform, None)
+            found[SAMPLE] = (self.sample.waveform, None)
         return found
 
     def original_input(self, waveform: np.ndarray, recording: Recording | None) -> tuple[torch.Tensor | None, str]:
@@ -253,6 +255,36 @@ class ASTConversion(Conversion):
             lines.append(f"  none: {source}")
         return StageDifference("input features", max(worst[0], 0.0), tolerance, f"largest on {worst[1]}"), lines
 
+    def recorded(self, model: nn.Module, extractor: Any) -> Recorded:
+        """What the extractor makes of every AST recording, and the model's outputs on those the comparison runs
+        both models on: the built-in one, and the sample audio where the run has it (given, or a published
+        model's, fetched)."""
+        import hashlib
+
+        chosen = [recording for recording in RECORDINGS if recording.ast]
+        waveforms = {r.name: r.waveform() for r in chosen}
+        digests = {r.name: described(r) for r in chosen}
+        sample = self.sample if self._derived is not None else published_sample(
+            self.options.get("sample_audio"), self.named_variant(), self.fetcher)  # fmt: skip
+        if sample.waveform is not None:
+            waveforms[SAMPLE] = sample.waveform
+            digest = hashlib.sha256(np.asarray(sample.waveform, np.float32).tobytes()).hexdigest()
+            digests[SAMPLE] = {"kind": sample.what, "seconds": len(sample.waveform) / SAMPLING_RATE, "sha256": digest}
+        inputs = {name: extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_values
+                  for name, waveform in waveforms.items()}  # fmt: skip
+        outputs = {name: outputs_of(model, inputs[name]) for name in (MODEL_RECORDING, SAMPLE) if name in inputs}
+        return Recorded(digests, inputs, outputs)
+
+    def named_variant(self) -> Variant | None:
+        """The published model ``--model_name`` names, where it names one (a gate reads no checkpoint's shapes)."""
+        named = self.options.get("model_name")
+        return variant(str(named)) if named is not None else None
+
+    def taps(self, model: nn.Module) -> list[tuple[str, Tap]]:
+        from converters.ast.stages import converted_taps
+
+        return converted_taps(model)
+
     @torch.no_grad()
     def compare(self, model: nn.Module, reference: Reference, target: Target) -> Comparison:
         """From each recording, the directory's extractor (loaded as a user loads it) and the written model in float32
@@ -275,10 +307,10 @@ class ASTConversion(Conversion):
                      f"{LOGITS_ATOL:g}); the original's input from {reference.sources[worst[0]]}")  # fmt: skip
         recording = StageDifference("outputs from the recording", worst[1], LOGITS_ATOL)
         failed = inputs.diverged or recording.diverged
+        measured = {name: (difference, LOGITS_ATOL) for name, difference in differences.items()}
         if not failed and not self.wants_stages:
-            return Comparison(
-                worst[1], LOGITS_ATOL, Divergence((inputs, recording)), outputs=logits, notes=tuple(notes)
-            )
+            passed = Divergence((inputs, recording))
+            return Comparison(worst[1], LOGITS_ATOL, passed, outputs=logits, notes=tuple(notes), measured=measured)
         from converters.ast.original import load_original
         from converters.ast.stages import locate_divergence
 
@@ -293,4 +325,5 @@ class ASTConversion(Conversion):
         elif failed:
             cause = (f"logits differ from the original implementation by {worst[1]:.3g} on {worst[0]} "
                      f"(tolerance {LOGITS_ATOL:g}); {divergence.summary()}")  # fmt: skip
-        return Comparison(worst[1], LOGITS_ATOL, divergence, cause, outputs=logits, notes=tuple(notes))
+        return Comparison(worst[1], LOGITS_ATOL, divergence, cause, outputs=logits, notes=tuple(notes),
+                          measured=measured)  # fmt: skip

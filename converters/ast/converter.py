@@ -123,7 +123,9 @@ CONVERTER = Converter(
     conversion="converters.ast.conversion:ASTConversion",
     files=frozenset({"config.json", "model.safetensors", "preprocessor_config.json"}),
     checks=("converters.ast.checks",),
-    requires=(Requirement("timm", "pip install timm (with torchvision for the installed torch)"),),
+    requires=(
+        Requirement("timm", "pip install timm (with torchvision for the installed torch)", pip=(("timm>=1.0",),)),
+    ),
     # transformers' kaldi mel bank warns about an empty filter on every 128-bin extractor
     ignore_warnings=("ignore:At least one mel filter has all zero values:UserWarning",),
     validate="converters.ast.converter:validate",

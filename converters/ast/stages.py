@@ -8,13 +8,15 @@ what a failing comparison holds beyond a passing one is a block in float64 and o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from converters.ast.original import OriginalAST
 from converters.locator import Divergence, Stage, Tap, float64_in_turn, locate_side_by_side
+
+if TYPE_CHECKING:  # timm: only where the original runs; a gate without it reads the converted side here
+    from converters.ast.original import OriginalAST
 
 # float64 rounding moves a stage by ~1e-14 of its magnitude; eps 1e-12 for 1e-6 moves block 0 by ~1e-7.
 ATOL = RTOL = 1e-9
@@ -32,24 +34,42 @@ def hf_layers(model: Any) -> nn.ModuleList:
     return base.layers if hasattr(base, "layers") else base.encoder.layer
 
 
-def ast_stages(original: OriginalAST, converted: Any, head_tolerance: float) -> list[Stage]:
-    """Every stage of the forward pass, in order. A block's MLP stage is the block's output (after the
+def converted_taps(converted: Any) -> list[tuple[str, Tap]]:
+    """transformers' side of every stage, in forward order. A block's MLP stage is the block's output (after the
     MLP's residual): transformers 4.x folds that residual into its MLP module, 5.x does not."""
-    base = hf_base(converted)
-    v = original.v
-    stages = [
-        Stage("patch embedding", Tap(v.patch_embed.proj), Tap(base.embeddings.patch_embeddings.projection)),
-        Stage("positional embedding", Tap(v.pos_drop), Tap(base.embeddings)),
-    ]
-    # zip stops at the shorter: a converted model with fewer blocks diverges at the final norm
-    block: Any
+    base: Any = hf_base(converted)
+    taps = [("patch embedding", Tap(base.embeddings.patch_embeddings.projection)),
+            ("positional embedding", Tap(base.embeddings))]  # fmt: skip
     layer: Any
-    for n, (block, layer) in enumerate(zip(v.blocks, hf_layers(converted), strict=False)):
-        stages.append(Stage(f"block {n} attention", Tap(block.attn), Tap(layer.attention)))
-        stages.append(Stage(f"block {n} MLP", Tap(block), Tap(layer)))
-    stages.append(Stage("final norm", Tap(v.norm), Tap(base.layernorm)))
+    for n, layer in enumerate(hf_layers(converted)):
+        taps += [(f"block {n} attention", Tap(layer.attention)), (f"block {n} MLP", Tap(layer))]
+    taps.append(("final norm", Tap(base.layernorm)))
+    if hasattr(converted, "classifier"):
+        taps.append(("head", Tap(converted.classifier)))
+    return taps
+
+
+def original_taps(original: OriginalAST) -> list[tuple[str, Tap]]:
+    """The original's side of the same stages."""
+    v = original.v
+    taps = [("patch embedding", Tap(v.patch_embed.proj)), ("positional embedding", Tap(v.pos_drop))]
+    for n, block in enumerate(v.blocks):
+        taps += [(f"block {n} attention", Tap(block.attn)), (f"block {n} MLP", Tap(block))]
+    taps.append(("final norm", Tap(v.norm)))
     if original.mlp_head is not None:
-        stages.append(Stage("head", Tap(original.mlp_head), Tap(converted.classifier), head_tolerance, HEAD_NOTE))
+        taps.append(("head", Tap(original.mlp_head)))
+    return taps
+
+
+def ast_stages(original: OriginalAST, converted: Any, head_tolerance: float) -> list[Stage]:
+    """Every stage of the forward pass, in order, each side's tap paired by name (a converted model with fewer
+    blocks diverges at the final norm)."""
+    theirs = dict(converted_taps(converted))
+    stages = []
+    for name, tap in original_taps(original):
+        if name in theirs:
+            head = name == "head"
+            stages.append(Stage(name, tap, theirs[name], head_tolerance if head else None, HEAD_NOTE if head else ""))
     return stages
 
 

@@ -11,13 +11,16 @@ import torch
 from torch import nn
 
 from converters.contract import Comparison, Conversion, Source, Target
+from converters.golden import Recorded, described
 from converters.hub_layout import taken_state
+from converters.locator import Tap
 from converters.mapping import KeyMapping
 from converters.s3prl import convert as s3prl_convert
 from converters.s3prl.checkpoint import S3PRLCheckpoint, read
-from converters.s3prl.convert import build_model, expected_sources, target_for
+from converters.s3prl.convert import base_attribute, build_model, expected_sources, target_for
 from converters.s3prl.derive import BASE_FIELDS, HEAD_FIELDS, TIE, generic
-from converters.s3prl.preprocessing import feature_extractor
+from converters.s3prl.families import Head, resolve
+from converters.s3prl.preprocessing import PADDED, S3PRL_RECORDINGS, feature_extractor
 
 
 @dataclass(frozen=True)
@@ -90,4 +93,38 @@ class S3PRLConversion(Conversion):
         cause = "" if divergence.first is None else divergence.summary()
         if divergence.stages[0].diverged:
             cause = f"the directory's feature extractor hands the model other waveforms than s3prl does; {cause}"
-        return Comparison(worst.difference, worst.tolerance, divergence, cause, notes=found.notes)
+        return Comparison(worst.difference, worst.tolerance, divergence, cause, notes=found.notes,
+                          measured=found.measured)  # fmt: skip
+
+    def recorded(self, model: nn.Module, extractor: Any) -> Recorded:
+        """What the extractor makes of each recording and of the three as a padded batch, and the model's outputs
+        on them: the logits, or an x-vector head's ReLU(embeddings), which s3prl scores trials with (no padded
+        batch for it: s3prl's pooling differs on one by design)."""
+        head = resolve(type(model).__name__)[1]
+        batches = {r.name: [r.waveform()] for r in S3PRL_RECORDINGS}
+        if head is not Head.XVECTOR:
+            batches[PADDED] = [r.waveform() for r in S3PRL_RECORDINGS]
+        inputs, outputs = {}, {}
+        for name, batch in batches.items():
+            given = extractor(batch, sampling_rate=16000, padding=True, return_tensors="pt")
+            inputs[name] = given["input_values"]
+            out = model(**given)
+            outputs[name] = torch.relu(out.embeddings) if head is Head.XVECTOR else out.logits
+            if head is Head.FRAME and given.get("attention_mask") is not None:  # padded frames: no one's output
+                base: Any = getattr(model, base_attribute(model))
+                lengths = base._get_feat_extract_output_lengths(given["attention_mask"].sum(-1))
+                frames = torch.arange(outputs[name].shape[1])[None, :] < lengths[:, None]
+                outputs[name] = outputs[name] * frames[..., None]
+        return Recorded({r.name: described(r) for r in S3PRL_RECORDINGS}, inputs, outputs)
+
+    def taps(self, model: nn.Module) -> list[tuple[str, Tap]]:
+        """The base model's feature encoder and encoder layers, then the head's stages (the locator's, on the
+        converted side), in forward order."""
+        from converters.s3prl.taps import converted_head_taps
+
+        base: Any = getattr(model, base_attribute(model))
+        encoder = base.encoder
+        layers = encoder.layers if hasattr(encoder, "layers") else encoder.encoder.layer  # SEW-D nests its layers
+        taps = [("feature encoder", Tap(base.feature_extractor))]
+        taps += [(f"encoder layer {n}", Tap(layer)) for n, layer in enumerate(layers)]
+        return taps + converted_head_taps(model, resolve(type(model).__name__)[1])

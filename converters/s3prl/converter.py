@@ -66,7 +66,10 @@ CONVERTER = Converter(
     conversion="converters.s3prl.conversion:S3PRLConversion",
     files=frozenset({"config.json", "model.safetensors", "preprocessor_config.json"}),
     checks=("converters.s3prl.checks",),
-    requires=(Requirement("s3prl", INSTALL, distributions=("s3prl", "espnet-s3prl")),),
+    # s3prl declares torchaudio, which would pull in another torch; its heads need torch and numpy only
+    requires=(
+        Requirement("s3prl", INSTALL, distributions=("s3prl", "espnet-s3prl"), pip=(("--no-deps", "s3prl==0.4.18"),)),
+    ),
     ignore_warnings=(
         # torch's attention warns when transformers passes a float mask beside a bool one (WavLM)
         "ignore:Support for mismatched key_padding_mask and attn_mask:UserWarning",

@@ -16,9 +16,15 @@ from typing import Any
 import numpy as np
 
 from converters.errors import ConversionError
+from converters.recordings import recordings
 from converters.s3prl.derive import Field
 from converters.s3prl.families import Family
 from converters.s3prl.upstreams import upstream
+
+# The recordings an S3PRL head is compared on: loud, quiet and in between; of three lengths, so that a padded batch
+# of them pads two.
+S3PRL_RECORDINGS = recordings("voice-loud-1.2s", "voice-quiet-0.7s", "noise-1s")
+PADDED = "padded batch"  # the three as one batch
 
 TRANSFORMERS_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 S3PRL_EPS = 1e-5  # torch.nn.functional.layer_norm's default, as s3prl's experts call it

@@ -16,7 +16,7 @@ from torch import nn
 
 from converters.errors import ConversionError
 from converters.locator import Divergence, Stage, StageDifference, Tap, first_input, largest_difference, locate
-from converters.recordings import Recording, recordings
+from converters.recordings import Recording
 from converters.s3prl.checkpoint import S3PRLCheckpoint
 from converters.s3prl.convert import Target, base_attribute
 from converters.s3prl.families import Head
@@ -29,7 +29,8 @@ from converters.s3prl.original import (
     upstream_hidden_states,
     upstream_input,
 )
-from converters.s3prl.preprocessing import normalization_gap, scale_difference
+from converters.s3prl.preprocessing import PADDED, S3PRL_RECORDINGS, normalization_gap, scale_difference
+from converters.s3prl.taps import converted_head_taps
 
 # Every stage must agree within ATOL + RTOL x its magnitude on s3prl's side: float32 sums taken in another
 # order (s3prl's unfold + Linear, transformers' conv1d) round apart in proportion to the values summed. At
@@ -37,8 +38,6 @@ from converters.s3prl.preprocessing import normalization_gap, scale_difference
 # (3.2e-5 at 13.6); a mistake in the head moves a stage by the order of its magnitude.
 ATOL = 1e-5
 RTOL = 1e-5
-# Loud, quiet and in between; of three lengths, so that a padded batch of them pads two.
-S3PRL_RECORDINGS = recordings("voice-loud-1.2s", "voice-quiet-0.7s", "noise-1s")
 
 
 def s3prl_expert(target: Target, checkpoint: S3PRLCheckpoint) -> nn.Module:
@@ -63,41 +62,31 @@ def s3prl_expert(target: Target, checkpoint: S3PRLCheckpoint) -> nn.Module:
     return expert.eval()
 
 
-def _relu_then(module: nn.Module, args: tuple[Any, ...], out: Any) -> torch.Tensor:
-    """transformers' x-vector classifier applied as s3prl applies linear2: to ReLU(linear1). The difference
-    by design (s3prl's ReLU) is put on the converted side, so that linear2's own weights are compared."""
-    return module.forward(torch.relu(args[0]))  # forward(), not __call__: no hook fires inside a hook
+def expert_head_taps(expert: nn.Module, head: Head) -> list[tuple[str, Tap]]:
+    """s3prl's side of the same stages: its expert's own modules."""
+    s3prl: Any = expert
+    if head is Head.SEQUENCE:
+        return [("weighted sum", Tap(s3prl.projector, first_input)), ("projector", Tap(s3prl.projector)),
+                ("pooling", Tap(s3prl.model.pooling)), ("classifier", Tap(s3prl.model.post_net))]  # fmt: skip
+    if head is Head.FRAME:
+        return [("weighted sum", Tap(s3prl.model.linear, first_input)), ("classifier", Tap(s3prl.model.linear))]
+    xvector = s3prl.model
+    extractor = xvector.utterancelevel_feature_extractor
+    return [
+        ("weighted sum", Tap(s3prl.connector, first_input)),
+        ("projector", Tap(s3prl.connector)),
+        *((f"tdnn {n}", Tap(tdnn)) for n, tdnn in enumerate(xvector.framelevel_feature_extractor.module)),
+        ("pooling", Tap(xvector.agg_method)),
+        ("linear1", Tap(extractor.linear1)),
+        ("linear2", Tap(extractor.linear2)),
+    ]
 
 
 def head_stages(model: Any, expert: nn.Module, head: Head) -> list[Stage]:
-    """The head's stages, s3prl's module (original) beside transformers' (converted), in forward order."""
-    s3prl: Any = expert
-    if head is Head.SEQUENCE:
-        return [
-            Stage("weighted sum", Tap(s3prl.projector, first_input), Tap(model.projector, first_input)),
-            Stage("projector", Tap(s3prl.projector), Tap(model.projector)),
-            Stage("pooling", Tap(s3prl.model.pooling), Tap(model.classifier, first_input)),
-            Stage("classifier", Tap(s3prl.model.post_net), Tap(model.classifier)),
-        ]
-    if head is Head.FRAME:
-        return [
-            Stage("weighted sum", Tap(s3prl.model.linear, first_input), Tap(model.classifier, first_input)),
-            Stage("classifier", Tap(s3prl.model.linear), Tap(model.classifier)),
-        ]
-    xvector = s3prl.model
-    extractor = xvector.utterancelevel_feature_extractor
-    tdnns = xvector.framelevel_feature_extractor.module
-    return [
-        Stage("weighted sum", Tap(s3prl.connector, first_input), Tap(model.projector, first_input)),
-        Stage("projector", Tap(s3prl.connector), Tap(model.projector)),
-        *(
-            Stage(f"tdnn {n}", Tap(s3prl_tdnn), Tap(hf_tdnn))
-            for n, (s3prl_tdnn, hf_tdnn) in enumerate(zip(tdnns, model.tdnn, strict=False))
-        ),
-        Stage("pooling", Tap(xvector.agg_method), Tap(model.feature_extractor, first_input)),
-        Stage("linear1", Tap(extractor.linear1), Tap(model.feature_extractor)),
-        Stage("linear2", Tap(extractor.linear2), Tap(model.classifier, _relu_then)),
-    ]
+    """The head's stages, s3prl's module (original) beside transformers' (converted), in forward order, paired by
+    name (a converted head with fewer TDNN layers diverges at the pooling)."""
+    theirs = dict(converted_head_taps(model, head))
+    return [Stage(name, tap, theirs[name]) for name, tap in expert_head_taps(expert, head) if name in theirs]
 
 
 def _worst(found: list[Divergence]) -> Divergence:
@@ -113,6 +102,7 @@ def _worst(found: list[Divergence]) -> Divergence:
 class Compared:
     divergence: Divergence
     notes: tuple[str, ...]  # each recording's input and output difference, for the report
+    measured: dict[str, tuple[float, float]]  # each recording's output (and the padded batch's): difference, tolerance
 
 
 @dataclass(frozen=True)
@@ -252,10 +242,11 @@ def compare_with_s3prl(
     for recording in chosen:
         label = f"{recording.name} ({recording.seconds:g} s, {recording.level})"
         outputs_found.append(one([recording.waveform()], recording.name, label, locate_head=True))
+    measured = {stage.stage: (stage.difference, stage.tolerance) for stage in outputs_found}
     padded = None
     if target.head is not Head.XVECTOR and len(chosen) > 1:
         batch = [r.waveform() for r in chosen]
-        padded = one(batch, "padded batch", f"a padded batch of the {len(chosen)}", locate_head=False)
+        padded = one(batch, PADDED, f"a padded batch of the {len(chosen)}", locate_head=False)
 
     def worst(found: list[StageDifference]) -> StageDifference:
         return max(found, key=lambda stage: stage.difference / stage.tolerance)
@@ -266,7 +257,8 @@ def compare_with_s3prl(
     notes.append(f"outputs from the recording: largest difference {output.difference:.3g} on {output.stage} "
                  f"(tolerance {output.tolerance:.3g})")  # fmt: skip
     if padded is not None:
+        measured[PADDED] = (padded.difference, padded.tolerance)
         rows.append(replace(padded, stage="outputs, padded batch", note=design))
         notes.append(f"outputs, padded batch: largest difference {padded.difference:.3g} (tolerance "
                      f"{padded.tolerance:.3g})")  # fmt: skip
-    return Compared(Divergence(tuple(rows)), tuple(notes))
+    return Compared(Divergence(tuple(rows)), tuple(notes), measured)
