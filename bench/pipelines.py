@@ -98,68 +98,17 @@ def execute(case: dict[str, Any], argv: list[str]) -> None:
 
 
 def seed(case: dict[str, Any], output: Path) -> None:
-    """The seed script of the case's format (``../shared/seeds/``), as it ran: no check."""
+    """The way the format was converted before this tool, without a check: its converter's example's ``unchecked``
+    (the seed scripts' of ``../shared/seeds/``; transformers' own script's, for Whisper)."""
     import torch
 
     with torch.no_grad():
-        SEEDS[case["format"]](case["options"], output)
+        unchecked_of(case["format"])(case["options"], output)  # type: ignore[misc]
 
 
-def ast_seed(options: dict[str, Any], output: Path) -> None:
-    import torch
-    from transformers import ASTForAudioClassification
-
-    from converters.ast.config import backbone_of, feature_extractor, hf_config
-    from converters.ast.mapping import AST_MAPPING
-    from converters.ast.variants import variant
-    from converters.hub_layout import load_serialized
-
-    state = torch.load(options["checkpoint_path"], map_location="cpu", weights_only=True)
-    chosen = variant(options["model_name"])
-    config = hf_config(chosen, backbone_of(state))
-    renamed = AST_MAPPING.apply(state)
-    model = ASTForAudioClassification(config).eval()
-    load_serialized(model, renamed)  # load_state_dict under the serialized names, on transformers 4 and 5
-    extractor = feature_extractor(chosen)
-    inputs = extractor(torch.randn(16000 * 2).numpy(), sampling_rate=16000, return_tensors="pt")
-    model(**inputs)
-    model.save_pretrained(output)
-    extractor.save_pretrained(output)
-
-
-def s3prl_seed(options: dict[str, Any], output: Path) -> None:
-    import torch
-    import transformers
-
-    base = Path(options["base_model_name"])
-    # as the seed loaded it (the runner pickles an argparse.Namespace); the benchmark's own synthetic file
-    checkpoint = torch.load(options["checkpoint_path"], map_location="cpu", weights_only=False)
-    downstream = checkpoint["Downstream"]
-    # the hand-written classifier config the seed needed (the command derives it)
-    config = transformers.AutoConfig.from_pretrained(base.parent / "classifier-config.json")
-    s3prl_extractor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(
-        base, return_attention_mask=True, do_normalize=False
-    )
-    model = getattr(transformers, config.architectures[0]).from_pretrained(base, config=config).eval()
-    model.projector.weight.data = downstream["connector.weight"]
-    model.projector.bias.data = downstream["connector.bias"]
-    for i in range(len(config.tdnn_kernel)):
-        model.tdnn[i].kernel.weight.data = downstream[f"model.framelevel_feature_extractor.module.{i}.kernel.weight"]
-        model.tdnn[i].kernel.bias.data = downstream[f"model.framelevel_feature_extractor.module.{i}.kernel.bias"]
-    model.feature_extractor.weight.data = downstream["model.utterancelevel_feature_extractor.linear1.weight"]
-    model.feature_extractor.bias.data = downstream["model.utterancelevel_feature_extractor.linear1.bias"]
-    model.classifier.weight.data = downstream["model.utterancelevel_feature_extractor.linear2.weight"]
-    model.classifier.bias.data = downstream["model.utterancelevel_feature_extractor.linear2.bias"]
-    model.objective.weight.data = downstream["objective.W"]
-    model.layer_weights.data = checkpoint["Featurizer"]["weights"]
-    inputs = s3prl_extractor(torch.randn(16000 * 2).numpy(), sampling_rate=16000, return_tensors="pt")
-    model(**inputs)
-    s3prl_extractor.save_pretrained(output)
-    model.save_pretrained(output)
-
-
-# The seed scripts this project replaces (../shared/seeds/); a converter without one has no seed pipeline.
-SEEDS: dict[str, Callable[[dict[str, Any], Path], None]] = {"ast": ast_seed, "s3prl": s3prl_seed}
+def unchecked_of(name: str) -> Callable[[dict[str, Any], Path], None] | None:
+    """A format's unchecked pipeline, or None where its example has none (the benchmark says so)."""
+    return getattr(registry.get(name).examples(), "unchecked", None)
 
 
 def core(case: dict[str, Any], output: Path) -> None:

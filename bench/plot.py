@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-TITLES = {"ast": "AST 10-10 (tiny, base, large backbone)", "s3prl": "S3PRL XVector on wav2vec2 (tiny, base, large)"}
 STYLE = {"command": "o-", "verify": "D-", "seed": "s--", "core": "^-", "floor": "v:"}
 
 
@@ -17,9 +16,12 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from converters import registry
+
     results = json.loads((HERE / "results.json").read_text())["cases"]
-    figure, axes = plt.subplots(2, 2, figsize=(11, 8), sharex="col")
-    for column, kind in enumerate(("ast", "s3prl")):
+    kinds = [name for name in registry.names() if any(r["format"] == name for r in results)]  # one column each
+    figure, axes = plt.subplots(2, len(kinds), figsize=(5.5 * len(kinds), 8), sharex="col", squeeze=False)
+    for column, kind in enumerate(kinds):
         chosen = sorted((r for r in results if r["format"] == kind), key=lambda r: r["parameters"])
         if not chosen:
             continue
@@ -29,7 +31,8 @@ def main() -> int:
                 continue
             axes[0][column].plot(millions, [r["median"][pipeline]["wall_s"] for r in chosen], style, label=pipeline)
             axes[1][column].plot(millions, [r["median"][pipeline]["peak_mib"] for r in chosen], style, label=pipeline)
-        axes[0][column].set_title(TITLES[kind])
+        sizes = ", ".join(r["case"].removeprefix(f"{kind}-") for r in chosen)
+        axes[0][column].set_title(f"{kind} example ({sizes})")
         axes[0][column].set_ylabel("wall time, median (s)")
         axes[1][column].set_ylabel("peak resident memory, median (MiB)")
         axes[1][column].set_xlabel("parameters (millions)")

@@ -68,9 +68,10 @@ from pathlib import Path
 
 from bench.pipelines import arguments, case_of
 from converters import registry
+from converters.cli import run
 
 case = case_of(Path({case!r}))
-sys.exit(registry.get(case["format"]).main(arguments(case, Path({output!r}))))
+sys.exit(run(registry.get(case["format"]), arguments(case, Path({output!r}))))
 """
 
 Key = tuple[str, int, str]  # pstats' (file, first line, function name)

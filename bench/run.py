@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from bench.cases import Case, build, cases, parameters
-from bench.pipelines import SEEDS
+from bench.pipelines import unchecked_of
 from bench.summary import load, markdown
 
 PIPELINES = ("command", "verify", "locate", "seed", "core", "floor")
@@ -65,8 +65,8 @@ def measure(pipeline: str, case_dir: Path, scratch: Path, output: Path | None = 
 
 
 def pipelines_of(case: Case) -> list[str]:
-    """Every pipeline; the seed's only where the format had a seed script."""
-    return [p for p in PIPELINES if p != "seed" or case.format in SEEDS]
+    """Every pipeline; the seed's only where the format's example has an unchecked way (the run says so)."""
+    return [p for p in PIPELINES if p != "seed" or unchecked_of(case.format) is not None]
 
 
 def run_case(case: Case, work: Path, runs: int) -> dict[str, object]:
@@ -113,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     every = cases()
     for case in every:
         if args.cases is None or case.name in args.cases:
-            print(f"{case.name}: building inputs (once) and running {args.runs} x {len(PIPELINES)}", file=sys.stderr)
+            chosen = pipelines_of(case)
+            print(f"{case.name}: building inputs (once) and running {args.runs} x {len(chosen)}", file=sys.stderr)
+            if "seed" not in chosen:
+                print(f"  {case.format}: no seed pipeline (its example has no unchecked way): no command / seed "
+                      "ratio", file=sys.stderr)  # fmt: skip
             fresh.append(run_case(case, args.work.absolute(), args.runs))
     # Cases not run this time keep their last figures, so that sizes can be measured in separate runs.
     previous = load(args.results) if args.results.exists() else {}

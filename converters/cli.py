@@ -131,7 +131,9 @@ def parse(converter: Converter, argv: list[str]) -> dict[str, Any]:
                if o.required and o.role is not Role.OUTPUT and options.get(o.dest) is None]  # fmt: skip
     if lacking and not gating:
         p.error(f"the following arguments are required: {', '.join(lacking)}")
-    if options.get(source.dest) is None and default_source(converter, options) is None and not gating:
+    # a published name stands for the source; whether it names a published model is the run's to say (up front)
+    published = bool(converter.default_source) and options.get(converter.default_source_option.lstrip("-")) is not None
+    if options.get(source.dest) is None and not published and not gating:
         named = f", or {converter.default_source_option} NAME (its published original is fetched)" if (
             converter.default_source) else ""  # fmt: skip
         p.error(f"the following arguments are required: {source.flag}{named}")
@@ -573,6 +575,7 @@ class Run:
         except Exception as error:  # a bug of the harness itself, outside any check
             self.internal(self.prog, first_line(error), traceback.format_exc(), "the tool")
         finally:
+            self.conversion = None  # it holds the source's loader: nothing of the source outlives the run
             if staging is not None:
                 discard(staging)
 
@@ -714,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert-checkpoint: error: unknown format {arguments[0]!r}; registered: "
               f"{', '.join(registry.names())}", file=sys.stderr)  # fmt: skip
         return 2
-    return converter.main(arguments[1:])
+    return run(converter, arguments[1:])
 
 
 if __name__ == "__main__":

@@ -134,18 +134,6 @@ class Converter:
             raise LookupError(f"converter {self.name!r} has no example")
         return _load(self.example) if isinstance(self.example, str) else self.example
 
-    def main(self, argv: list[str] | None = None) -> int:
-        """The command, returning its exit code (the console script exits with it: ``script``)."""
-        from converters.cli import run
-
-        return run(self, argv)
-
-    def script(self) -> None:
-        """The console script: the command on ``sys.argv``, then the process ends with its exit code."""
-        from converters.cli import exit_now
-
-        exit_now(self.main())
-
 
 class Example(Protocol):
     """Synthetic inputs of a format, built through the original implementation's own code, every weight drawn
@@ -279,6 +267,15 @@ class Conversion:
     def read(self) -> Source:
         """Load the source through ``self.loader`` (safely); once per session."""
         raise NotImplementedError
+
+    # True: the format declares numbers beside its tensors (``declared``), which the generic check holds to them
+    declares: ClassVar[bool] = False
+
+    def declared(self, source: Source) -> dict[str, tuple[Any, Any]]:
+        """What the source declares beside its tensors, and what its tensors hold of the same: name -> (declared,
+        found; None where no tensor says). The generic check refuses a source where they differ, before writing.
+        Asked only where the class sets ``declares`` (a bare state dict declares nothing)."""
+        return {}
 
     def target(self, source: Source) -> Target:
         raise NotImplementedError

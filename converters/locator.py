@@ -23,6 +23,8 @@ from torch import nn
 
 # (module, positional inputs, output) -> the value to compare
 Reader = Callable[[nn.Module, tuple[Any, ...], Any], torch.Tensor]
+# (module, positional inputs, keyword inputs, output) -> the value to compare
+KeywordReader = Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], torch.Tensor]
 
 
 def output(module: nn.Module, args: tuple[Any, ...], out: Any) -> torch.Tensor:
@@ -37,10 +39,22 @@ def first_input(module: nn.Module, args: tuple[Any, ...], out: Any) -> torch.Ten
 
 @dataclass(frozen=True)
 class Tap:
-    """One value read off one module while its model runs."""
+    """One value read off one module while its model runs. ``keywords``: ``read`` is also given the module's
+    keyword inputs, ``(module, args, kwargs, out)``: for a module that is handed its input by keyword."""
 
     module: nn.Module
-    read: Reader = output
+    read: Reader | KeywordReader = output
+    keywords: bool = False
+
+    def hook(self, receive: Callable[[torch.Tensor], None]) -> Any:
+        """A forward hook on the module that hands ``receive`` what the tap reads; its handle."""
+        if self.keywords:
+            read_all: Any = self.read
+            return self.module.register_forward_hook(
+                lambda module, args, kwargs, out: receive(read_all(module, args, kwargs, out)), with_kwargs=True
+            )
+        read: Any = self.read
+        return self.module.register_forward_hook(lambda module, args, out: receive(read(module, args, out)))
 
 
 @dataclass(frozen=True)
@@ -114,16 +128,16 @@ class _Recorder:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.values: dict[tuple[str, str], torch.Tensor] = {}
         self.handles = [
-            tap.module.register_forward_hook(self._hook(stage.name, side, tap.read))
+            tap.hook(self._keeping(stage.name, side))
             for stage in stages
             for side, tap in (("original", stage.original), ("converted", stage.converted))
         ]
 
-    def _hook(self, name: str, side: str, read: Reader) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            self.values[(name, side)] = read(module, args, out).detach()
+    def _keeping(self, name: str, side: str) -> Callable[[torch.Tensor], None]:
+        def keep(value: torch.Tensor) -> None:
+            self.values[(name, side)] = value.detach()
 
-        return hook
+        return keep
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -231,7 +245,7 @@ def locate_side_by_side(
     handles = []
     for stage in stages:
         for side, tap in (("original", stage.original), ("converted", stage.converted)):
-            handles.append(tap.module.register_forward_hook(_arriving(meeting, stage.name, side, tap.read)))
+            handles.append(tap.hook(_arriving(meeting, stage.name, side)))
     errors: list[BaseException] = []
 
     def running(name: str, run: Callable[[], object]) -> None:
@@ -264,11 +278,11 @@ def locate_side_by_side(
     return Divergence(tuple(found))
 
 
-def _arriving(meeting: _Meeting, name: str, side: str, read: Reader) -> Callable[..., None]:
-    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        meeting.arrive(name, side, read(module, args, out).detach())
+def _arriving(meeting: _Meeting, name: str, side: str) -> Callable[[torch.Tensor], None]:
+    def arrive(value: torch.Tensor) -> None:
+        meeting.arrive(name, side, value.detach())
 
-    return hook
+    return arrive
 
 
 @contextlib.contextmanager

@@ -321,7 +321,12 @@ class KeyMapping:
 
     def tied_keys(self, depths: Depths | int) -> set[str]:
         """The targets that are another target's tensor (transformers writes them once)."""
-        return {expand(tie.target, i) for tie in self.ties for i in self._expansions(placeholders(tie.target), depths)}
+        return set(self.tied_to(depths))
+
+    def tied_to(self, depths: Depths | int) -> dict[str, str]:
+        """Each tied target, and the target whose tensor it is."""
+        return {expand(tie.target, i): expand(tie.to, i)
+                for tie in self.ties for i in self._expansions(placeholders(tie.target), depths)}  # fmt: skip
 
     def apply(self, state: Mapping[str, torch.Tensor], *, where: str = "the checkpoint") -> dict[str, torch.Tensor]:
         """Convert a whole state dict; every source key must be consumed by exactly one rule.

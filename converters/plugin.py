@@ -53,7 +53,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--conversions",
         metavar="MANIFEST",
-        default=None,
         help="verify each converted directory a TOML manifest lists against its original checkpoint",
     )
     group.addoption(
@@ -122,7 +121,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 continue
             entry = held.setdefault(report.nodeid.rsplit("::", 1)[0], {"recorded": ""})
             if "against" in properties:
-                entry[properties["against"]] = properties.get("record_made", "")
+                entry[properties["against"]] = properties.get("record_made") or ""
             entry["recorded"] = entry["recorded"] or properties.get("recorded", "")
     if not held:
         return
@@ -146,7 +145,8 @@ class Manifest(pytest.File):
 
     def entries(self) -> Iterator[Entry]:
         try:
-            document = tomllib.loads(self.path.read_text(encoding="utf-8"))
+            with self.path.open("rb") as file:  # TOML is UTF-8, whatever the locale
+                document = tomllib.load(file)
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             raise self.CollectError(f"{self.path}: not a readable TOML manifest: {error}") from None
         entries = document.get("conversion")
@@ -317,7 +317,7 @@ class Broken(pytest.Item):
         raise CheckFailed(self.cause)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        return self.cause
+        return str(excinfo.value)
 
     def reportinfo(self) -> tuple[Path, None, str]:
         return self.path, None, self.cause

@@ -15,6 +15,7 @@ from converters.contract import Converter
 BUILT_IN = {
     "ast": "converters.ast.converter:CONVERTER",
     "s3prl": "converters.s3prl.converter:CONVERTER",
+    "whisper": "converters.whisper.converter:CONVERTER",
 }
 
 

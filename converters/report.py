@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 WIDTH = 100
-# The packages whose versions fix what a conversion computes (those installed are reported).
-VERSIONED = ("torch", "transformers", "timm", "s3prl", "espnet-s3prl", "safetensors", "numpy")
+# The packages whose versions fix what every conversion computes; beside them, each registered converter's
+# reference packages (``Converter.requires``). Those installed are reported.
+VERSIONED = ("torch", "transformers", "safetensors", "numpy")
 PLOT_INSTALL = "pip install matplotlib (or the package's [report] extra)"
 
 
@@ -67,9 +68,20 @@ def checks_table(rows: Sequence[Row], said_below: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def versioned() -> list[str]:
+    """The distributions a report gives the versions of: the shared ones, then each converter's references."""
+    from converters import registry
+
+    names = list(VERSIONED)
+    for converter in registry.all_converters():
+        for requirement in converter.requires:
+            names += [n for n in requirement.distributions or (requirement.module,) if n not in names]
+    return names
+
+
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in VERSIONED:
+    for name in versioned():
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

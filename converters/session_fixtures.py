@@ -149,11 +149,12 @@ def prepared(
     from converters.hub_layout import digests
 
     require(request, WRITING)
-    tied = frozenset(mapping.tied_keys(mapping.depths(source.tensors)))
+    ties = mapping.tied_to(mapping.depths(source.tensors))
+    tied = frozenset(ties)
     if conversion.verifying:
         expected = conversion.written(source, target, converted)
         held, differing = compared(conversion.staging, expected)
-        return Staged(held, {}, tied, differing)
+        return Staged(held, {}, tied, differing, ties)
     try:
         written = conversion.write(source, target, converted, conversion.staging)
     except Exception as error:  # a full disk, an unwritable directory: the cause, not a traceback
@@ -166,7 +167,7 @@ def prepared(
     # a tensor written as mapped (the same object) has the digest just taken
     mapped = {key: tensor.to(written[key].dtype) for key, tensor in converted.items() if key in written}
     fresh = digests({key: tensor for key, tensor in mapped.items() if tensor is not written[key]})
-    return Staged(held, {key: fresh.get(key, held[key]) for key in mapped}, tied)
+    return Staged(held, {key: fresh.get(key, held[key]) for key in mapped}, tied, ties=ties)
 
 
 @pytest.fixture(scope="session")

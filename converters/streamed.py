@@ -4,7 +4,8 @@ of the model (``tests/test_verified_weights.py`` measures it)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ class Staged:
     mapped: dict[str, Any]  # mapped key -> digest of the mapped tensor in the dtype it was written in
     tied: frozenset[str]  # targets transformers ties to another (written once)
     differing: tuple[str, ...] = ()  # verifying: each tensor that is not what the converter would write, why
+    ties: Mapping[str, str] = field(default_factory=dict)  # each tied target, and the target it is tied to
 
 
 # A verification reads the directory's tensors a batch at a time, each batch through a mapping of its own that
@@ -90,7 +92,11 @@ def _compare_batch(path: Path, keys: list[str], expected: dict[str, Any], descri
 
 
 def difference(key: str, theirs: Any, tensor: Any) -> str | None:
-    """How a directory's tensor differs from what the converter writes: dtype, shape, or its largest difference."""
+    """How a directory's tensor differs from what the converter writes: dtype, shape, or its largest difference.
+    The converter's values widened exactly (float16 weights saved as float32, as transformers' own Whisper script
+    saves openai-whisper's) are the same function's: no difference."""
+    if theirs.shape == tensor.shape and widened(tensor, theirs):
+        return None
     if theirs.dtype != tensor.dtype or theirs.shape != tensor.shape:
         return (
             f"{key} is {theirs.dtype} {tuple(theirs.shape)}, the converter writes {tensor.dtype} {tuple(tensor.shape)}"
@@ -99,3 +105,14 @@ def difference(key: str, theirs: Any, tensor: Any) -> str | None:
         largest = (theirs.double() - tensor.double()).abs().max().item()
         return f"{key} differs from what the converter writes by {largest:.3g} (largest difference)"
     return None
+
+
+def widened(narrow: Any, wide: Any) -> bool:
+    """``wide`` holds exactly ``narrow``'s floating values in a floating dtype of more bits."""
+    import torch
+
+    if not (narrow.is_floating_point() and wide.is_floating_point()) or narrow.dtype == wide.dtype:
+        return False
+    if torch.finfo(wide.dtype).bits <= torch.finfo(narrow.dtype).bits:
+        return False
+    return bool(torch.equal(narrow.to(wide.dtype), wide))

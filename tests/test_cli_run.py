@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import pty
@@ -83,7 +84,7 @@ def source_in(directory: Path) -> Path:
 def refusal(argv: list[str], output: Path) -> str:
     """The command's refusal (``fixtures.commands.assert_refused``: exit 1, no traceback, no staging left
     beside ``output``), its result line unwrapped: all it says on stderr."""
-    result = commands.run_main(CONVERTER.main, argv)
+    result = commands.run_main(functools.partial(cli.run, CONVERTER), argv)
     last = assert_refused(result, output)
     assert " ".join(result.stderr.split()) == last
     return last
@@ -466,7 +467,8 @@ def test_a_bug_in_a_check_is_an_internal_error_naming_the_check_its_log_holding_
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "logs"))
     (tmp_path / "logs").mkdir()
     result = commands.run_main(
-        CONVERTER.main, ["--checkpoint", str(source_in(tmp_path)), "--out", str(tmp_path / "out")]
+        functools.partial(cli.run, CONVERTER),
+        ["--checkpoint", str(source_in(tmp_path)), "--out", str(tmp_path / "out")],
     )
     assert result.returncode == INTERNAL
     (log,) = (tmp_path / "logs").iterdir()

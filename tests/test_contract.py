@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from converters.cli import run
 from converters.contract import Conversion, Converter, Option, Requirement, Role, Source, Target, provided_modules
 from converters.errors import ConversionError
 from converters.mapping import KeyMapping, Rename
@@ -198,7 +199,7 @@ def test_a_validators_refusal_comes_before_any_check_and_nothing_is_written(
     checkpoint, out = tmp_path / "original.pt", tmp_path / "converted"
     checkpoint.write_bytes(b"not read")
     converter = converter_named("validated", conversion=Unreadable, validate=f"{__name__}:refuse_every_option")
-    code = converter.main(["--checkpoint", str(checkpoint), "--out", str(out)])
+    code = run(converter, ["--checkpoint", str(checkpoint), "--out", str(out)])
     error = " ".join(capsys.readouterr().err.split())  # the message is wrapped to the terminal
     assert code == 1, error
     assert f"--checkpoint {checkpoint} is refused by the validator; nothing was written" in error
@@ -217,7 +218,7 @@ def test_a_bug_outside_the_checks_is_an_internal_error_of_the_tool_with_its_trac
     checkpoint.write_bytes(b"not read")
     converter = converter_named("buggy", conversion=Unreadable, validate=f"{__name__}:validator_with_a_bug")
     argv = ["--checkpoint", str(checkpoint), "--out", str(out)]
-    assert converter.main(argv) == 2
+    assert run(converter, argv) == 2
     error = " ".join(capsys.readouterr().err.split())
     assert "convert-buggy-checkpoint: internal error in convert-buggy-checkpoint: 'a bug of the validator';" in error
     assert "nothing was written. This is a bug in the tool, not a fault of your files; the traceback is in" in error

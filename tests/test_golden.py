@@ -17,6 +17,7 @@ from converters.errors import ConversionError
 from converters.golden import (
     FINGERPRINT_RTOL,
     NOISE,
+    SAMPLED,
     VERSION,
     Measured,
     Output,
@@ -26,6 +27,7 @@ from converters.golden import (
     fingerprint_moved,
     float32_values,
     make_record,
+    positions,
 )
 
 
@@ -79,6 +81,20 @@ def test_an_output_is_measured_against_its_recorded_values_and_shape() -> None:
     moved[0, 3] += 0.25
     assert output.difference(moved) == pytest.approx(0.25)
     assert output.difference(tensor.reshape(2, 4)) == math.inf
+
+
+def test_a_large_output_is_held_at_a_seeded_sample_of_its_values() -> None:
+    """A decoder's logits over its vocabulary: the record holds SAMPLED of them, the same positions the gate reads;
+    a change at a position held is caught, the shape always."""
+    tensor = values(8, (1, 4, 3000))
+    record = make_record("e", "whisper", measured({"logits": tensor}), {"logits": (0.0, 1e-4)}, {})
+    held = record.outputs["logits"]
+    assert held.sampled and len(held.values) == SAMPLED and held.difference(tensor) == 0
+    moved = tensor.clone()
+    moved.view(-1)[positions(tensor.numel())[7]] += 0.5
+    assert held.difference(moved) == pytest.approx(0.5)
+    assert held.difference(tensor[..., :2999]) == math.inf
+    assert torch.equal(positions(12000), positions(12000)) and len(set(positions(12000).tolist())) == SAMPLED
 
 
 def measured(outputs: dict[str, torch.Tensor]) -> Measured:

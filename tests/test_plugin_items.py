@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from converters import cli
+from converters import cli, registry
 from converters.cli import checks_modules
 from converters.outcomes import Outcome, SessionResult
 from converters.plugin import ORIGINAL, RECORD, RECORDING
@@ -164,7 +164,7 @@ def test_the_manifest_is_collected_once_when_it_is_also_an_argument(pytester: py
         ('format = "ast"\nmodel = "m"\n', "conversions.toml entry 1 (entry 1) lacks name"),
         (
             'name = "a"\nformat = "astt"\nmodel = "m"\n',
-            "format 'astt' is no registered converter; registered: ast, s3prl",
+            f"format 'astt' is no registered converter; registered: {', '.join(registry.names())}",
         ),
         (entry("a", "colour = 3\n"), "conversions.toml entry 1 (a): unknown keys colour; ast takes "),
         (
@@ -402,3 +402,21 @@ def test_xdist_keeps_an_entrys_checks_on_one_worker_unless_told_otherwise(
 def test_without_conversions_the_plugin_adds_nothing(pytester: pytest.Pytester) -> None:
     config = configured(pytester, "-n", "2")
     assert config.option.dist == "load" and "conversions.toml" not in " ".join(config.args)
+
+
+def test_the_help_shows_the_plugins_options_in_a_group_of_its_own(pytester: pytest.Pytester) -> None:
+    shown = " ".join(pytester.runpytest_inprocess("-p", "no:cacheprovider", "--help").stdout.str().split())
+    assert "verifying converted checkpoints (audio-checkpoint-converters): --conversions=MANIFEST" in shown
+    assert "--conversions-record" in shown and "--conversions-golden-only" in shown
+
+
+def test_a_refused_entrys_failure_says_its_cause_and_nothing_else(pytester: pytest.Pytester) -> None:
+    SCRIPTS["a"] = Script(refused="--checkpoint_path original.pth: no such file")
+    manifest(pytester, entry("a"))
+    run(pytester)
+    from xml.etree import ElementTree
+
+    (first,) = [case for case in ElementTree.parse(pytester.path / "out.xml").iter("testcase")
+                if case.get("name") == FULL[0]]  # fmt: skip
+    failure = first.find("failure")
+    assert failure is not None and (failure.text or "").strip() == "entry 'a': checkpoint original.pth: no such file"

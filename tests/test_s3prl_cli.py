@@ -643,7 +643,7 @@ def test_the_command_passes_its_arguments_on(
     bad_config = tmp_path / "bad.json"
     bad_config.write_text("{}")
     chosen = arguments(case, tmp_path / "out", config=bad_config)
-    assert CONVERTER.main([*chosen, "--push_to_hub", "someone/s3prl-converted"]) == 0
+    assert cli.run(CONVERTER, [*chosen, "--push_to_hub", "someone/s3prl-converted"]) == 0
     assert passed["converter"] is CONVERTER and passed["push_to_hub"] == "someone/s3prl-converted"
     assert passed["model_dump_path"] == tmp_path / "out"
     assert (passed["config_path"], passed["checkpoint_path"]) == (bad_config, case.checkpoint)  # Paths, not strings
@@ -729,7 +729,7 @@ def test_without_s3prl_the_help_works_and_a_conversion_says_how_to_install_it(
     s3prl_case: Callable[..., S3PRLCase], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        CONVERTER.main(["--help"])
+        cli.run(CONVERTER, ["--help"])
     assert exit_.value.code == 0 and "--base_model_name" in capsys.readouterr().out
     output = tmp_path / "out"
     result = run(s3prl_case(WAV2VEC2, Head.SEQUENCE), output)

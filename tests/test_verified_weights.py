@@ -90,3 +90,17 @@ def test_at_most_a_batch_of_the_directory_is_resident_at_a_time(
     streamed.compared(path.parent, tensors)
     assert len(resident) == 8 and max(resident) <= 2 * 1024 + 8, resident  # a batch, and the header's page
     assert resident_kib(path) == 0
+
+
+def test_the_converters_values_widened_exactly_are_no_difference() -> None:
+    """float16 weights a directory holds as float32 (transformers' own Whisper script saves them so) are the same
+    function's; a narrower dtype, or a wider one with another value, is a difference."""
+    half = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)).half()
+    assert streamed.difference("w", half.float(), half) is None
+    assert streamed.difference("w", half.double(), half) is None
+    moved = half.float()
+    moved[0, 0] += 1e-4
+    assert streamed.difference("w", moved, half) is not None
+    assert streamed.difference("w", half, half.float()) == (
+        "w is torch.float16 (4, 3), the converter writes torch.float32 (4, 3)"
+    )

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from converters.cli import run
 from converters.s3prl.converter import CONVERTER
 from converters.s3prl.example import TINY, upstream_name, write_base_model, write_runner_checkpoint
 from converters.s3prl.families import FAMILIES, FinalNorm, Head
@@ -27,7 +28,7 @@ LAYER_NORMED = {"Data2VecAudio", "Wav2Vec2Conformer"}
 
 def stages(arguments: list[str], report: Path) -> dict[str, Any]:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        CONVERTER.main([*arguments, "--report", str(report)])
+        run(CONVERTER, [*arguments, "--report", str(report)])
     document = json.loads((report / "report.json").read_text())
     return {stage["stage"]: stage for stage in document["stages"]} | {"first": next(
         (stage["stage"] for stage in document["stages"] if stage["first"]), "none")}  # fmt: skip

@@ -133,5 +133,3 @@ CONVERTER = Converter(
     default_source_option="--model_name",
     example="converters.ast.example:EXAMPLE",
 )
-main = CONVERTER.main
-script = CONVERTER.script

@@ -77,5 +77,3 @@ CONVERTER = Converter(
     validate="converters.s3prl.converter:validate",
     example="converters.s3prl.example:EXAMPLE",
 )
-main = CONVERTER.main
-script = CONVERTER.script
