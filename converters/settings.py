@@ -80,7 +80,8 @@ def compare(fields: Mapping[str, Mapping[str, Any]], directory: Path, config_cla
 def fixed(directory: Path, differences: list[Difference], into: Path) -> None:
     """Write each JSON file that has a difference into ``into``: the directory's own, the fields set right."""
     for file in sorted({d.file for d in differences}):
-        raw = json.loads((directory / file).read_text(encoding="utf-8"))
+        # a file the directory lacks (a feature extractor its writer never saved) is written with the fields alone
+        raw = json.loads((directory / file).read_text(encoding="utf-8")) if (directory / file).is_file() else {}
         for difference in differences:
             if difference.file == file:
                 raw[difference.field] = plain(difference.expected)

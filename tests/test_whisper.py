@@ -7,6 +7,7 @@ writes it verified."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,37 @@ def test_the_written_generation_config_is_what_transformers_generate_reads(check
     del model.generation_config.lang_to_id
     with pytest.raises((ValueError, AttributeError)):
         model.generate(features, language="en", task="transcribe", max_new_tokens=2)
+
+
+def test_a_directory_without_a_feature_extractor_is_told_which_fields_and_fixed(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """transformers' script without --convert_preprocessor writes no preprocessor_config.json: --verify names every
+    field it lacks, and --fix-config writes a copy holding them, which verifies."""
+    written = tmp_path / "script"
+    EXAMPLE.unchecked({"checkpoint_path": checkpoint}, written)
+    (written / "preprocessor_config.json").unlink()
+    refused = commands.run(WHISPER, "--checkpoint_path", str(checkpoint), "--verify", str(written))
+    said = final_message(refused.stderr)
+    assert (
+        refused.returncode == 1
+        and "preprocessor_config.json feature_size absent, the original computes with 80" in said
+    )
+    fixed = tmp_path / "fixed"
+    done = commands.run(WHISPER, "--checkpoint_path", str(checkpoint), "--verify", str(written), "--fix-config",
+                        str(fixed))  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert commands.run(WHISPER, "--checkpoint_path", str(checkpoint), "--verify", str(fixed)).returncode == 0
+
+
+def test_special_tokens_one_below_openai_whispers_are_named(checkpoint: Path, tmp_path: Path) -> None:
+    """As transformers' own script writes them for a multilingual v1/v2 vocabulary (``50257 if n_vocab > 51865 else
+    50256``): <|endoftext|> one below openai-whisper's tokenizer, the transcription started with it."""
+    written = tmp_path / "script"
+    EXAMPLE.unchecked({"checkpoint_path": checkpoint}, written)
+    config = json.loads((written / "config.json").read_text())
+    (written / "config.json").write_text(json.dumps({**config, "eos_token_id": 50256, "decoder_start_token_id": 50257}))
+    refused = commands.run(WHISPER, "--checkpoint_path", str(checkpoint), "--verify", str(written))
+    said = final_message(refused.stderr)
+    assert "decoder_start_token_id 50257, the original computes with 50258" in said
+    assert "eos_token_id 50256, the original computes with 50257" in said

@@ -34,10 +34,12 @@ STAGE_ATOL = STAGE_RTOL = 1e-5  # the locator's, in float32 (both models in floa
 # log-Mel features: transformers computes the Slaney mel bank itself, openai-whisper reads librosa's from a file;
 # the two agree to float32 rounding (2.4e-7 measured on the built-in recordings).
 FEATURES_ATOL = 1e-5  # transformers documents its Whisper log-Mel as openai-whisper's "with 1e-5 tolerance"
+# The config fields that change what the model computes; and the special tokens a transcription starts and ends with
+# (transformers' own script writes <|endoftext|> one below openai-whisper's for a multilingual v1/v2 vocabulary).
 CONFIG_FIELDS = (
     "vocab_size", "num_mel_bins", "d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim",
     "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim", "max_source_positions", "max_target_positions",
-    "activation_function", "scale_embedding", "tie_word_embeddings",
+    "activation_function", "scale_embedding", "tie_word_embeddings", "decoder_start_token_id", "eos_token_id",
 )  # fmt: skip
 EXTRACTOR_FIELDS = ("feature_size", "sampling_rate", "hop_length", "chunk_length", "n_fft", "padding_value", "dither")
 NOT_WRITTEN = (
