@@ -174,8 +174,9 @@ GENERIC_CHECKS = Path(__file__).with_name("checks.py")
 GOLDEN_CHECKS = Path(__file__).with_name("golden_checks.py")
 
 
-def check_names(modules: Sequence[Path], mode: str) -> list[str]:
-    """The checks a session of ``mode`` runs, in its order, read off the modules (imported, not run)."""
+def check_names(modules: Sequence[Path], mode: str | None = None) -> list[str]:
+    """The checks a session of ``mode`` runs, in its order, read off the modules (imported, not run); without a
+    mode, those every session runs (the checks that name no mode)."""
     import importlib.util
 
     found: list[tuple[float, int, str]] = []

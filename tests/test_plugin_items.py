@@ -166,7 +166,12 @@ def test_the_manifest_is_collected_once_when_it_is_also_an_argument(pytester: py
             'name = "a"\nformat = "astt"\nmodel = "m"\n',
             f"format 'astt' is no registered converter; registered: {', '.join(registry.names())}",
         ),
-        (entry("a", "colour = 3\n"), "conversions.toml entry 1 (a): unknown keys colour; ast takes "),
+        (
+            entry("a", "colour = 3\n"),
+            "conversions.toml entry 1 (a): unknown keys colour; ast takes audio_length, checkpoint, dataset_mean, "
+            "dataset_std, format, fstride, golden, label_csv, model, model_name, n_class, name, num_mel_bins, pooling, "
+            "recipe, revision, sample_audio, tstride",
+        ),
         (
             'name = "a"\nformat = "s3prl"\nmodel = "m"\ncheckpoint = "c"\n',
             "conversions.toml entry 1 (a) lacks base_model",
@@ -240,11 +245,14 @@ def test_each_outcome_is_reported_as_the_entrys_session_found_it(pytester: pytes
 def test_an_entry_refused_before_its_checks_fails_once_in_the_manifests_terms(pytester: pytest.Pytester) -> None:
     SCRIPTS["a"] = Script(refused="--verify 'converted' is neither a local directory nor a hub name (ORG/NAME)")
     SCRIPTS["b"] = Script(refused="--checkpoint_path original.pth: no such file")
-    manifest(pytester, entry("a"), entry("b"))
+    # argparse's "prog: error: " is cut once: a path of the user's may hold the same words
+    SCRIPTS["c"] = Script(refused="--checkpoint_path 'run: error: 2.pth': no such file")
+    manifest(pytester, entry("a"), entry("b"), entry("c"))
     result = run(pytester)
     text = result.stdout.str()
     assert text.count("entry 'a': model 'converted' is neither a local directory nor a hub name (ORG/NAME)") == 1
     assert "entry 'b': checkpoint original.pth: no such file" in text and "nothing was written" not in text
+    assert "entry 'c': checkpoint 'run: error: 2.pth': no such file" in text
     found = cases(pytester, "a")
     assert list(found.values()) == ["failed"] + ["skipped"] * (len(FULL) - 1)
     assert f"not run (the entry was refused: see {FULL[0]})" in run(pytester, "-rs").stdout.str()
@@ -408,6 +416,11 @@ def test_the_help_shows_the_plugins_options_in_a_group_of_its_own(pytester: pyte
     shown = " ".join(pytester.runpytest_inprocess("-p", "no:cacheprovider", "--help").stdout.str().split())
     assert "verifying converted checkpoints (audio-checkpoint-converters): --conversions=MANIFEST" in shown
     assert "--conversions-record" in shown and "--conversions-golden-only" in shown
+    for said in ("verify each converted directory a TOML manifest lists against its original checkpoint",
+                 "write each entry's golden record (its `golden` key) once its verification against the original "
+                 "passed",
+                 "hold each entry with a golden record to its record alone: no original, no reference implementation"):
+        assert said in shown
 
 
 def test_a_refused_entrys_failure_says_its_cause_and_nothing_else(pytester: pytest.Pytester) -> None:
