@@ -416,10 +416,11 @@ def test_the_help_shows_the_plugins_options_in_a_group_of_its_own(pytester: pyte
     shown = " ".join(pytester.runpytest_inprocess("-p", "no:cacheprovider", "--help").stdout.str().split())
     assert "verifying converted checkpoints (audio-checkpoint-converters): --conversions=MANIFEST" in shown
     assert "--conversions-record" in shown and "--conversions-golden-only" in shown
-    for said in ("verify each converted directory a TOML manifest lists against its original checkpoint",
-                 "write each entry's golden record (its `golden` key) once its verification against the original "
-                 "passed",
-                 "hold each entry with a golden record to its record alone: no original, no reference implementation"):
+    for said in (
+        "verify each converted directory a TOML manifest lists against its original checkpoint",
+        "write each entry's golden record (its `golden` key) once its verification against the original passed",
+        "hold each entry with a golden record to its record alone: no original, no reference implementation",
+    ):
         assert said in shown
 
 
