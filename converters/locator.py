@@ -286,10 +286,11 @@ def _arriving(meeting: _Meeting, name: str, side: str) -> Callable[[torch.Tensor
 
 
 @contextlib.contextmanager
-def float64_in_turn(model: nn.Module, units: Sequence[nn.Module]) -> Iterator[nn.Module]:
-    """``model`` computing in float64 without a float64 copy of it: each of ``units`` (its large submodules, the
+def widened_in_turn(model: nn.Module, units: Sequence[nn.Module], dtype: torch.dtype) -> Iterator[nn.Module]:
+    """``model`` computing in ``dtype`` without a copy of it in ``dtype``: each of ``units`` (its large submodules, the
     blocks of a transformer) is widened when it runs and narrowed back when it returns; the rest, for the whole
-    block. Afterwards each holds its own tensor again, untouched."""
+    block (a tensor two modules share, once). Tensors already as wide are left alone. Afterwards each holds its own
+    tensor again, untouched: the computation is that of a copy of the model in ``dtype``, at one unit's cost."""
     # what was widened: its module, and its own tensor, put back as it was (no copy: memory-mapped weights stay so)
     narrow: dict[tuple[int, str, str], tuple[nn.Module, torch.Tensor]] = {}
 
@@ -297,14 +298,21 @@ def float64_in_turn(model: nn.Module, units: Sequence[nn.Module]) -> Iterator[nn
         for m in module.modules():
             for kind in ("_parameters", "_buffers"):
                 for name, tensor in getattr(m, kind).items():
-                    if tensor is not None and tensor.is_floating_point() and tensor.dtype != torch.float64:
+                    if tensor is not None and tensor.is_floating_point() and tensor.itemsize < dtype.itemsize:
                         yield m, name, kind
 
-    def widen(module: nn.Module, name: str, kind: str) -> None:
+    def widen(module: nn.Module, name: str, kind: str, shared: dict[int, torch.Tensor]) -> None:
         tensor = getattr(module, kind)[name]
+        if id(tensor) in shared:
+            if kind == "_parameters":  # the same Parameter, its data widened already: put back once
+                return
+            narrow[(id(module), name, kind)] = (module, tensor)
+            getattr(module, kind)[name] = shared[id(tensor)]
+            return
         own = tensor.data if kind == "_parameters" else tensor
         narrow[(id(module), name, kind)] = (module, own)
-        _put(module, name, kind, own.double())
+        shared[id(tensor)] = own.to(dtype)
+        _put(module, name, kind, shared[id(tensor)])
 
     def back(keys: list[tuple[int, str, str]]) -> None:
         for key in keys:
@@ -316,8 +324,9 @@ def float64_in_turn(model: nn.Module, units: Sequence[nn.Module]) -> Iterator[nn
         return [key for key in narrow if key[0] in ids]
 
     def entering(unit: nn.Module, args: Any) -> None:
+        shared: dict[int, torch.Tensor] = {}
         for item in list(tensors(unit)):
-            widen(*item)
+            widen(*item, shared)
 
     def leaving(unit: nn.Module, args: Any, out: Any) -> None:
         back(unit_keys(unit))
@@ -330,14 +339,21 @@ def float64_in_turn(model: nn.Module, units: Sequence[nn.Module]) -> Iterator[nn
         handles.append(unit.register_forward_pre_hook(entering))
         handles.append(unit.register_forward_hook(leaving))
     try:
+        whole: dict[int, torch.Tensor] = {}
         for item in list(tensors(model)):
             if id(item[0]) not in inside:
-                widen(*item)
+                widen(*item, whole)
+        del whole
         yield model
     finally:
         for handle in handles:
             handle.remove()
         back(list(narrow))  # the rest, and a unit whose forward raised
+
+
+def float64_in_turn(model: nn.Module, units: Sequence[nn.Module]) -> contextlib.AbstractContextManager[nn.Module]:
+    """``model`` computing in float64, one unit widened at a time (``widened_in_turn``)."""
+    return widened_in_turn(model, units, torch.float64)
 
 
 def _give_back_freed_memory() -> None:

@@ -22,6 +22,7 @@ from converters.locator import (
     locate,
     locate_side_by_side,
     output,
+    widened_in_turn,
 )
 
 
@@ -246,3 +247,26 @@ def test_float64_in_turn_gives_back_a_unit_whose_forward_raised() -> None:
     with pytest.raises(RuntimeError, match="boom"), float64_in_turn(model, [model[0]]):
         model(torch.randn(1, 3, dtype=torch.float64))
     assert model[0].weight.dtype == torch.float32
+
+
+def test_widened_in_turn_computes_what_a_widened_copy_computes_and_widens_a_shared_tensor_once() -> None:
+    """float16 weights computing in float32: the same outputs, bit for bit, as a float32 copy; a weight two modules
+    share (tied embeddings) is one float32 tensor while it is widened, and each module gets its own back."""
+    torch.manual_seed(0)
+    embed, block, head = (
+        nn.Embedding(7, 4),
+        nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)),
+        nn.Linear(4, 7, bias=False),
+    )
+    head.weight = embed.weight
+    model = nn.Sequential(embed, block, head).half()
+    expected = copy.deepcopy(model).float()(torch.arange(7))
+    seen: list[bool] = []
+    block.register_forward_pre_hook(lambda m, a: seen.append(head.weight is embed.weight))
+    with widened_in_turn(model, [block], torch.float32):
+        out = model(torch.arange(7))
+    assert out.dtype == torch.float32 and torch.equal(out, expected)
+    assert seen == [True]
+    assert (
+        head.weight is embed.weight and embed.weight.dtype == torch.float16 and block[0].weight.dtype == torch.float16
+    )

@@ -75,6 +75,24 @@ def test_original_to_hf_to_original_is_exact(depths: dict[str, int], seed: int) 
     assert back.keys() == source.keys() and all(torch.equal(back[key], source[key]) for key in back)
 
 
+def test_the_original_held_in_float16_computes_what_whisper_load_model_builds_on_a_cpu() -> None:
+    """The reference keeps a float16 checkpoint's own tensors and widens a block at a time; openai-whisper's
+    ``load_model`` builds a float32 ``Whisper`` and copies the checkpoint in: the logits are the same, bit for bit."""
+    from whisper.model import ModelDimensions, Whisper
+
+    from converters.whisper.original import load_original, original_logits, prompt
+
+    state = original_model(TINY, seed=3).half().state_dict()
+    theirs = Whisper(ModelDimensions(**dataclasses.asdict(TINY)))
+    theirs.load_state_dict(state)
+    features, tokens = torch.randn(1, TINY.n_mels, 3000), prompt(TINY)
+    with torch.no_grad():
+        expected = theirs.eval()(features, tokens)
+    ours = load_original(state, TINY)
+    assert torch.equal(original_logits(ours, features, tokens), expected)
+    assert all(tensor.dtype == torch.float16 for tensor in ours.state_dict().values())
+
+
 def test_dims_that_disagree_with_the_tensors_are_refused_before_anything_is_written(
     checkpoint: Path, tmp_path: Path
 ) -> None:

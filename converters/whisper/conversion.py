@@ -7,7 +7,7 @@ the written model is loaded back; the locator reads the source anew only where t
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,14 @@ from converters.audio import SAMPLING_RATE, directory_extractor
 from converters.contract import Comparison, Conversion, Source, Target
 from converters.errors import ConversionError
 from converters.golden import Recorded, described
-from converters.locator import Divergence, StageDifference, Tap, largest_difference, locate
+from converters.locator import (
+    Divergence,
+    StageDifference,
+    Tap,
+    largest_difference,
+    locate_side_by_side,
+    widened_in_turn,
+)  # fmt: skip
 from converters.mapping import KeyMapping
 from converters.recordings import RECORDINGS
 from converters.safe_load import weights_dtype
@@ -138,7 +145,7 @@ class WhisperConversion(Conversion):
         dims = target.payload.dims
         features = {r.name: original_features(r.waveform(), dims.n_mels) for r in RECORDINGS}
         tokens = prompt(dims)
-        model = load_original(source.tensors, dims)
+        model = load_original(source.tensors, dims)  # the checkpoint's tensors; run in float32 (original_logits)
         return Reference(features, original_logits(model, features[MODEL_RECORDING], tokens), tokens)
 
     @torch.no_grad()
@@ -161,8 +168,8 @@ class WhisperConversion(Conversion):
                          f"{difference:.3g} (tolerance {FEATURES_ATOL:g})")  # fmt: skip
             worst = max(worst, (difference, recording.name), key=lambda item: item[0])
         inputs = StageDifference("input features", worst[0], FEATURES_ATOL, f"largest on {worst[1]}")
-        float32: Any = model if model.dtype == torch.float32 else copy.deepcopy(model).float()  # type: ignore[operator]
-        logits = float32(input_features=ours[MODEL_RECORDING], decoder_input_ids=reference.tokens).logits
+        with in_float32(model) as float32:
+            logits = float32(input_features=ours[MODEL_RECORDING], decoder_input_ids=reference.tokens).logits
         tolerance = LOGITS_ATOL + RTOL * reference.logits.abs().max().item()
         difference = (
             largest_difference(reference.logits, logits) if logits.shape == reference.logits.shape else math.inf
@@ -177,7 +184,7 @@ class WhisperConversion(Conversion):
         if not failed and not self.wants_stages:
             return Comparison(difference, tolerance, Divergence((inputs, outputs)), outputs=logits, notes=tuple(notes),
                               measured=measured)  # fmt: skip
-        located = self.locate(float32, reference)
+        located = self.locate(model, reference)
         divergence = Divergence((inputs, *located.stages, outputs))
         cause = ""
         if inputs.diverged:
@@ -191,19 +198,18 @@ class WhisperConversion(Conversion):
                           measured=measured)  # fmt: skip
 
     def locate(self, model: Any, reference: Reference) -> Divergence:
-        """Both models on openai-whisper's features of the model recording, stage by stage (the source read anew)."""
-        from converters.whisper.original import load_original
+        """Both models on openai-whisper's features of the model recording, stage by stage (the source read anew),
+        each in float32 a block at a time, in turn, meeting at each stage: neither is copied whole."""
+        from converters.whisper import original as openai
         from converters.whisper.stages import whisper_stages
 
         source = self.read()
-        original = load_original(source.tensors, source.payload.dims)
-        features = reference.features[MODEL_RECORDING]
-
-        def both() -> None:
-            original(features, reference.tokens)
-            model(input_features=features, decoder_input_ids=reference.tokens)
-
-        return locate(whisper_stages(original, model), both, atol=STAGE_ATOL, rtol=STAGE_RTOL)
+        original = openai.load_original(source.tensors, source.payload.dims)
+        features, tokens = reference.features[MODEL_RECORDING], reference.tokens
+        with openai.in_float32(original), in_float32(model):
+            return locate_side_by_side(whisper_stages(original, model), lambda: original(features, tokens),
+                                       lambda: model(input_features=features, decoder_input_ids=tokens),
+                                       atol=STAGE_ATOL, rtol=STAGE_RTOL)  # fmt: skip
 
     # -- golden records -----------------------------------------------------------------------------------------------
 
@@ -222,6 +228,13 @@ class WhisperConversion(Conversion):
         from converters.whisper.stages import converted_taps
 
         return converted_taps(model)
+
+
+def in_float32(model: Any) -> contextlib.AbstractContextManager[Any]:
+    """transformers' model computing in float32 (the original's CPU dtype) without a float32 copy: its layers widened
+    in turn."""
+    layers = [*model.model.encoder.layers, *model.model.decoder.layers]
+    return widened_in_turn(model, layers, torch.float32)
 
 
 def dims_of(model: Any) -> Dims:

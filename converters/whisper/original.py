@@ -1,8 +1,9 @@
 """The original: the openai-whisper package's own model and input pipeline, the independent reference a
 conversion is checked against. Nothing here is shared with the transformers side.
 
-- the model: ``whisper.model.Whisper`` built from the checkpoint's ``dims``, holding the checkpoint's own tensors
-  (as ``whisper.load_model`` loads them, in float32 here: the comparison is of functions, not of rounding);
+- the model: ``whisper.model.Whisper`` built from the checkpoint's ``dims``, holding the checkpoint's own tensors,
+  computing in float32 as ``whisper.load_model`` builds it on a CPU (``in_float32``: one block widened at a time, so
+  that a float16 checkpoint is not held twice; the comparison is of functions, not of rounding);
 - its input: ``whisper.audio.log_mel_spectrogram`` of the recording padded or cut to 30 s (``pad_or_trim``), as
   ``whisper.transcribe`` hands a 30-second window to the encoder;
 - its outputs: the decoder's logits under teacher forcing (``Whisper.forward(mel, tokens)``), on the token
@@ -11,13 +12,15 @@ conversion is checked against. Nothing here is shared with the transformers side
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
+from converters.locator import widened_in_turn
 from converters.whisper.dims import Dims
 
 TEXT_TOKENS = 12  # beside the prompt: text tokens drawn (seeded) below <|endoftext|>
@@ -36,7 +39,7 @@ def prompt(dims: Dims, seed: int = 0) -> torch.Tensor:
 
 
 def load_original(tensors: Mapping[str, torch.Tensor], dims: Dims) -> Any:
-    """openai-whisper's model of ``dims`` holding the checkpoint's tensors (float32).
+    """openai-whisper's model of ``dims`` holding the checkpoint's own tensors (run it ``in_float32``).
 
     ``Whisper.__init__`` builds its encoder and decoder and a sparse buffer of alignment heads, which the meta
     device (no memory for weights about to be replaced) cannot hold: the two are built there by the package's own
@@ -54,11 +57,20 @@ def load_original(tensors: Mapping[str, torch.Tensor], dims: Dims) -> Any:
     heads = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
     heads[dims.n_text_layer // 2 :] = True
     model.register_buffer("alignment_heads", heads.to_sparse(), persistent=False)
-    model.load_state_dict({key: tensor.float() for key, tensor in tensors.items()}, strict=True, assign=True)
+    model.load_state_dict(dict(tensors), strict=True, assign=True)
     # the decoder's causal mask is no saved buffer: made as TextDecoder makes it
     mask = torch.empty(dims.n_text_ctx, dims.n_text_ctx).fill_(-np.inf).triu_(1)
     model.decoder.register_buffer("mask", mask, persistent=False)
     return model.eval()
+
+
+@contextlib.contextmanager
+def in_float32(model: Any) -> Iterator[Any]:
+    """openai-whisper's model computing in float32, as ``whisper.load_model`` makes it on a CPU (its ``Whisper`` is
+    built in float32 and the checkpoint copied in); its blocks widened in turn. Widening matters beyond the blocks'
+    own casts: its decoder adds token and position embeddings in their own dtype."""
+    with widened_in_turn(model, [*model.encoder.blocks, *model.decoder.blocks], torch.float32):
+        yield model
 
 
 def original_features(waveform: np.ndarray, n_mels: int) -> torch.Tensor:
@@ -70,5 +82,5 @@ def original_features(waveform: np.ndarray, n_mels: int) -> torch.Tensor:
 
 
 def original_logits(model: Any, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
+    with torch.no_grad(), in_float32(model):
         return model(features, tokens)
