@@ -27,6 +27,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "check(order, mode): a conversion check (read off its module, not run here)")
     given = config.invocation_params.args
     user_chose = any(arg == "--dist" or arg.startswith(("--dist=", "-d")) for arg in given)
-    if getattr(config.option, "dist", "no") == "load" and not user_chose:
+    if getattr(config.option, "dist", None) == "load" and not user_chose:
         # An entry's checks on one worker: ``loadscope`` schedules by the node id up to its last ``::``, which
         # is ``MANIFEST::ENTRY``. (``loadgroup`` and the ``xdist_group`` marks its items also carry stopped
         # grouping on pytest 9.2, whose node ids xdist 3.8 can no longer suffix: pytest-xdist issue 1386.)
@@ -110,28 +111,39 @@ def pytest_shards_chosen(config: pytest.Config) -> None:
     config.stash[SHARDING] = False
 
 
+@dataclass
+class Held:
+    """What the summary says of an entry: what its checks held it to, when its record was made, what was recorded."""
+
+    against: set[str] = field(default_factory=set)
+    made: str = ""
+    recorded: str = ""
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Each entry, and what it was held to: the original, its golden record (and when that was made), or both. Read
     off the checks' reports, which pytest-xdist's workers send the controller too."""
-    held: dict[str, dict[str, str]] = {}
+    held: dict[str, Held] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
             properties = dict(getattr(report, "user_properties", ()))
             if not isinstance(report, pytest.TestReport) or not {"against", "recorded"} & set(properties):
-                continue
-            entry = held.setdefault(report.nodeid.rsplit("::", 1)[0], {"recorded": ""})
+                continue  # not an entry's item
+            entry = held.setdefault(report.nodeid.rsplit("::", 1)[0], Held())
             if "against" in properties:
-                entry[properties["against"]] = properties.get("record_made") or ""
-            entry["recorded"] = entry["recorded"] or properties.get("recorded", "")
+                entry.against.add(properties["against"])
+            if "record_made" in properties:
+                entry.made = properties["record_made"]
+            if "recorded" in properties:
+                entry.recorded = properties["recorded"]
     if not held:
         return
     terminalreporter.section("conversions")
-    for name, against in sorted(held.items()):
-        made = against.get(RECORD)
-        what = " and ".join(held_to for held_to in (ORIGINAL, RECORD) if held_to in against)
-        terminalreporter.write_line(f"{name}: checked against {what}" + (f" ({made})" if made else ""))
-        if against["recorded"]:
-            terminalreporter.write_line(f"  {against['recorded']}")
+    for name, entry in sorted(held.items()):
+        what = " and ".join(held_to for held_to in (ORIGINAL, RECORD) if held_to in entry.against)
+        terminalreporter.write_line(f"{name}: checked against {what}" + (f" ({entry.made})" if entry.made else ""))
+        if entry.recorded:
+            terminalreporter.write_line(f"  {entry.recorded}")
 
 
 class Manifest(pytest.File):
@@ -169,7 +181,6 @@ class Entry(pytest.Collector):
         self.table, self.number = table, number
         self._run: Any = None
         self.refused_at: str | None = None  # the check that reported the entry's refusal (its first)
-        self.against = ""  # what the run holds it to: the original, its golden record, or both
         self.golden: Path | None = None  # its golden record's path, where the entry names one
         self._made: str | None = None
 
@@ -254,7 +265,6 @@ class Entry(pytest.Collector):
         except self.CollectError as error:
             yield Broken.from_parent(self, name="entry", cause=str(error))
             return
-        self.against = " and ".join(([ORIGINAL] if full else []) + ([RECORD] if gate else []))
         self.golden = self.options()[1]["golden"]
         names = [(check, ORIGINAL) for check in check_names(checks_modules(converter), "verify")] if full else []
         # a record's checks are the same in every mode
@@ -302,7 +312,7 @@ def manifest_terms(message: str, converter: Any, entry: str) -> str:
     text = message.split(": error: ", 1)[-1].removesuffix("; nothing was written")
     terms = dict(MANIFEST_TERMS)
     terms.update({o.flag: o.manifest_key for o in converter.options if o.role is not Role.OUTPUT})
-    for flag, key in sorted(terms.items(), key=lambda item: -len(item[0])):
+    for flag, key in terms.items():  # a flag followed by a space: none is another's prefix then
         text = text.replace(f"{flag} ", f"{key} ")
     return f"entry {entry!r}: {text}"
 

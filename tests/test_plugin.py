@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -84,6 +85,29 @@ def test_pytest_xdist_spreads_the_entries_and_finds_the_same(project: Path) -> N
     assert set(workers) == {"right", "hub-eps", "typo", "missing"}, result.stdout[-3000:]
     assert all(len(ran_on) == 1 for ran_on in workers.values()), workers
     assert len(set().union(*workers.values())) == 2, workers  # spread across both
+
+
+def test_a_bug_in_a_check_fails_it_as_an_internal_error_not_as_the_entrys_fault(
+    project: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a check raises unexpectedly is said as a bug of the tool (with its traceback), and logged as the
+    command logs it; the entry's other checks still report."""
+    from converters.ast.conversion import ASTConversion
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ASTConversion, "compare", broken)
+    result = inline_run(pytester, project, "--conversions", "conversions.toml", "-k", "right", "--junitxml", "bug.xml")
+    assert result.returncode == 1
+    assert "internal error: RuntimeError: boom" in result.stdout, result.stdout[-3000:]
+    assert 'raise RuntimeError("boom")' in result.stdout  # its traceback
+    failures = [case.find("failure") for case in ElementTree.parse(project / "bug.xml").iter("testcase")]
+    said = [str(failure.get("message")).splitlines()[0] for failure in failures if failure is not None]
+    assert said == ["internal error: RuntimeError: boom"]  # the check's own failure, and the plugin's none
+    right = by_entry(junit_cases(project / "bug.xml"), "right")
+    assert right["test_outputs_match_the_original_implementation"] == "failed"
+    assert right["test_written_files_reload_exactly"] == "passed"
 
 
 def test_a_manifest_whose_entries_pass_exits_zero(project: Path, pytester: pytest.Pytester) -> None:

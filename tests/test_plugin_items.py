@@ -332,6 +332,28 @@ def test_the_summary_says_what_each_entry_was_held_to_and_when_its_record_was_ma
     assert gated == {"against": RECORD, "record_made": "record made 2026-12-01T00:00:00+00:00"}
 
 
+def test_the_summary_lists_the_entries_and_not_the_users_own_tests(pytester: pytest.Pytester) -> None:
+    manifest(pytester, entry("a"))
+    own = "def test_own(record_property):\n    record_property('mine', 1)\n"  # a property of its own: not an entry's
+    pytester.makepyfile(test_own=own)
+    result = run(pytester)
+    assert result.ret == 0
+    section = result.stdout.str().split("= conversions =")[1].splitlines()[1:]
+    assert section[0] == f"conversions.toml::a: checked against {ORIGINAL}"
+    assert not any("test_own" in line for line in section)
+
+
+def test_an_entrys_marks_are_known_to_a_strict_run_without_pytest_xdist(pytester: pytest.Pytester) -> None:
+    """Each check carries ``xdist_group`` (and ``check``) marks; a ``--strict-markers`` run without pytest-xdist,
+    which would register the first, must not refuse them."""
+    manifest(pytester, entry("a"))
+    result = run(pytester, "--strict-markers", "-p", "no:xdist")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    shown = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:xdist", "--conversions",
+                                         "conversions.toml", "--markers").stdout.str()  # fmt: skip
+    assert "@pytest.mark.xdist_group(name): the items pytest-xdist keeps on one worker" in shown
+
+
 def test_a_record_that_cannot_be_read_is_said_where_its_date_would_be(pytester: pytest.Pytester) -> None:
     SCRIPTS["a"] = Script(has_original=False)
     manifest(pytester, entry("a", record(pytester, "a")))
