@@ -132,8 +132,8 @@ def properties(pytester: pytest.Pytester, name: str, check: str) -> dict[str, st
         ('title = "mine"\n', "conversions.toml lists no [[conversion]] entries"),
         ("conversion = 3\n", "conversions.toml lists no [[conversion]] entries"),
         (
-            "[[conversion]]\n" + entry("a") + "[[conversion]]\n" + entry("b") + "[[conversion]]\n" + entry("a"),
-            "conversions.toml: entry names must be unique; repeated: a",
+            "".join(f"[[conversion]]\n{entry(name)}" for name in ("a", "b", "c", "b", "a")),
+            "conversions.toml: entry names must be unique; repeated: a, b",
         ),
     ],
 )
@@ -175,6 +175,10 @@ def test_the_manifest_is_collected_once_when_it_is_also_an_argument(pytester: py
         (
             'name = "a"\nformat = "s3prl"\nmodel = "m"\ncheckpoint = "c"\n',
             "conversions.toml entry 1 (a) lacks base_model",
+        ),
+        (
+            'name = "a"\nformat = "s3prl"\nmodel = "m"\n',
+            "conversions.toml entry 1 (a) lacks base_model, checkpoint",
         ),
     ],
 )
