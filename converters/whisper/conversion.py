@@ -27,7 +27,7 @@ from converters.locator import (
     largest_difference,
     locate_side_by_side,
     widened_in_turn,
-)  # fmt: skip
+)
 from converters.mapping import KeyMapping
 from converters.recordings import RECORDINGS
 from converters.safe_load import weights_dtype

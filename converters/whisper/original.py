@@ -1,5 +1,6 @@
 """The original: the openai-whisper package's own model and input pipeline, the independent reference a
-conversion is checked against. Nothing here is shared with the transformers side.
+conversion is checked against. Nothing here is shared with the transformers side (the harness's float32 widening
+aside, which ``tests/test_whisper.py`` holds to ``whisper.load_model``'s own float32 model, bit for bit).
 
 - the model: ``whisper.model.Whisper`` built from the checkpoint's ``dims``, holding the checkpoint's own tensors,
   computing in float32 as ``whisper.load_model`` builds it on a CPU (``in_float32``: one block widened at a time, so
