@@ -343,7 +343,6 @@ def widened_in_turn(model: nn.Module, units: Sequence[nn.Module], dtype: torch.d
         for item in list(tensors(model)):
             if id(item[0]) not in inside:
                 widen(*item, whole)
-        del whole
         yield model
     finally:
         for handle in handles:

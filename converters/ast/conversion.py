@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,7 +27,7 @@ from converters.derivation import Field
 from converters.errors import first_line
 from converters.fetch import Fetcher, FetchFailure
 from converters.golden import Recorded, described
-from converters.locator import Divergence, StageDifference, Tap, largest_difference
+from converters.locator import Divergence, StageDifference, Tap, largest_difference, widened_in_turn
 from converters.mapping import KeyMapping
 from converters.recordings import RECORDINGS, Recording, recordings
 from converters.safe_load import as_state_dict, weights_dtype
@@ -291,17 +290,20 @@ class ASTConversion(Conversion):
         (the checkpoint's own values, without reduced-precision noise) against the original's fbank pipeline and
         model. Past a tolerance, the locator names the stage: the input features first, then both models run on
         the original's features stage by stage in float64 (the model side alone)."""
+        from converters.ast.stages import hf_layers
+
         extractor = directory_extractor(self.staging)
-        float32: Any = model if model.dtype == torch.float32 else copy.deepcopy(model).float()  # type: ignore[operator]
         inputs, notes = self.input_stage(extractor, reference)
         logits, differences = {}, {}
-        for name, (waveform, _) in self.recordings.items():
-            features = extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_values
-            if features.shape != reference.inputs[name].shape:  # the model cannot even take them
-                differences[name] = math.inf
-                continue
-            logits[name] = outputs_of(float32, features)
-            differences[name] = (logits[name] - reference.logits[name]).abs().nan_to_num(nan=math.inf).max().item()
+        # in float32 without a float32 copy of a narrower directory: a block widened at a time
+        with widened_in_turn(model, list(hf_layers(model)), torch.float32):
+            for name, (waveform, _) in self.recordings.items():
+                features = extractor(waveform, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_values
+                if features.shape != reference.inputs[name].shape:  # the model cannot even take them
+                    differences[name] = math.inf
+                    continue
+                logits[name] = outputs_of(model, features)
+                differences[name] = (logits[name] - reference.logits[name]).abs().nan_to_num(nan=math.inf).max().item()
         worst = max(differences.items(), key=lambda item: item[1])
         notes.append(f"outputs from the recording: largest difference {worst[1]:.3g} on {worst[0]} (tolerance "
                      f"{LOGITS_ATOL:g}); the original's input from {reference.sources[worst[0]]}")  # fmt: skip
@@ -315,7 +317,7 @@ class ASTConversion(Conversion):
         from converters.ast.stages import locate_divergence
 
         original = load_original(self.read().tensors, self.spec)
-        located = locate_divergence(original, float32, reference.inputs[worst[0]], LOGITS_ATOL)
+        located = locate_divergence(original, model, reference.inputs[worst[0]], LOGITS_ATOL)
         divergence = Divergence((inputs, *located.stages, recording))
         cause = ""
         if inputs.diverged:

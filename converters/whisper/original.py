@@ -14,7 +14,7 @@ aside, which ``tests/test_whisper.py`` holds to ``whisper.load_model``'s own flo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -65,13 +65,11 @@ def load_original(tensors: Mapping[str, torch.Tensor], dims: Dims) -> Any:
     return model.eval()
 
 
-@contextlib.contextmanager
-def in_float32(model: Any) -> Iterator[Any]:
+def in_float32(model: Any) -> contextlib.AbstractContextManager[Any]:
     """openai-whisper's model computing in float32, as ``whisper.load_model`` makes it on a CPU (its ``Whisper`` is
     built in float32 and the checkpoint copied in); its blocks widened in turn. Widening matters beyond the blocks'
     own casts: its decoder adds token and position embeddings in their own dtype."""
-    with widened_in_turn(model, [*model.encoder.blocks, *model.decoder.blocks], torch.float32):
-        yield model
+    return widened_in_turn(model, [*model.encoder.blocks, *model.decoder.blocks], torch.float32)
 
 
 def original_features(waveform: np.ndarray, n_mels: int) -> torch.Tensor:
